@@ -1,0 +1,343 @@
+// TensorFlow kernels of the fused DQN target op and its gradient: validation, output
+// allocation and work splitting. The per-row formula lives in dqn_targets_math.h; the
+// CUDA kernels in dqn_targets_gpu.cu (reached through the TF-free launcher).
+#include <algorithm>
+#include <atomic>
+#include <limits>
+
+#include "dqn_targets_math.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+#if GOOGLE_CUDA
+#include "dqn_targets_gpu.h"
+#include "tensorflow/core/framework/op_requires.h"
+#include "xla/stream_executor/stream.h"
+#endif
+
+namespace tfdqn {
+
+using ::tensorflow::DataType;
+using ::tensorflow::DataTypeString;
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Tensor;
+using ::tensorflow::TensorShape;
+
+namespace {
+
+// Attributes shared by the CPU and GPU kernels, checked once at construction (the shape
+// function already rejected them at graph construction; this covers graphs built without
+// shape inference).
+struct ForwardAttrs {
+  float discount = 0, r_max = 0, clip_delta = 0;
+  bool double_dqn = false;
+
+  explicit ForwardAttrs(OpKernelConstruction* ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("discount", &discount));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("r_max", &r_max));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("clip_delta", &clip_delta));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("double_dqn", &double_dqn));
+    OP_REQUIRES(ctx, discount >= 0.0f && discount <= 1.0f,
+                absl::InvalidArgumentError(
+                    absl::StrCat("discount: expected a value in [0, 1], got ", discount)));
+    OP_REQUIRES(ctx, r_max > 0.0f,
+                absl::InvalidArgumentError(absl::StrCat("r_max: expected a value > 0, got ", r_max)));
+    OP_REQUIRES(ctx, clip_delta >= 0.0f,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "clip_delta: expected a value >= 0 (0 disables clipping), got ", clip_delta)));
+  }
+};
+
+// Run-time shape checks (shapes may be unknown when the graph is built). Returns B and A.
+absl::Status ValidateForwardInputs(OpKernelContext* ctx, int64_t* batch, int64_t* num_actions) {
+  const char* matrices[] = {"q", "q_next", "q_next_online"};
+  const char* vectors[] = {"actions", "rewards", "terminals"};
+  const Tensor& q = ctx->input(0);
+  for (int i = 0; i < 3; ++i) {
+    const Tensor& m = ctx->input(i);
+    if (m.dims() != 2) {
+      return absl::InvalidArgumentError(absl::StrCat(matrices[i], ": expected rank 2 [batch, num_actions], got shape ",
+                                                     m.shape().DebugString()));
+    }
+    if (m.shape() != q.shape()) {
+      return absl::InvalidArgumentError(absl::StrCat(matrices[i], ": expected the shape of q ",
+                                                     q.shape().DebugString(), ", got ",
+                                                     m.shape().DebugString()));
+    }
+  }
+  for (int i = 0; i < 3; ++i) {
+    const Tensor& v = ctx->input(3 + i);
+    if (v.dims() != 1 || v.dim_size(0) != q.dim_size(0)) {
+      return absl::InvalidArgumentError(absl::StrCat(vectors[i], ": expected shape [", q.dim_size(0),
+                                                     "] (the batch size of q), got ",
+                                                     v.shape().DebugString()));
+    }
+  }
+  if (q.dim_size(1) == 0) {
+    return absl::InvalidArgumentError(
+        "q: expected at least one action (shape [batch, num_actions >= 1]), got num_actions = 0");
+  }
+  *batch = q.dim_size(0);
+  *num_actions = q.dim_size(1);
+  return absl::OkStatus();
+}
+
+struct ForwardOutputs {
+  Tensor* loss = nullptr;
+  Tensor* targets = nullptr;
+  Tensor* delta = nullptr;
+  Tensor* q_next_max = nullptr;
+};
+
+absl::Status AllocateForwardOutputs(OpKernelContext* ctx, int64_t batch, int64_t num_actions,
+                                    ForwardOutputs* out) {
+  TF_RETURN_IF_ERROR(ctx->allocate_output(0, TensorShape({batch}), &out->loss));
+  TF_RETURN_IF_ERROR(ctx->allocate_output(1, TensorShape({batch, num_actions}), &out->targets));
+  TF_RETURN_IF_ERROR(ctx->allocate_output(2, TensorShape({batch}), &out->delta));
+  TF_RETURN_IF_ERROR(ctx->allocate_output(3, TensorShape({batch}), &out->q_next_max));
+  return absl::OkStatus();
+}
+
+absl::Status ValidateGradInputs(OpKernelContext* ctx) {
+  const Tensor& grad_loss = ctx->input(0);
+  const Tensor& targets = ctx->input(1);
+  if (targets.dims() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "targets: expected rank 2 [batch, num_actions], got shape ", targets.shape().DebugString()));
+  }
+  if (grad_loss.dims() != 1 || grad_loss.dim_size(0) != targets.dim_size(0)) {
+    return absl::InvalidArgumentError(absl::StrCat("grad_loss: expected shape [", targets.dim_size(0),
+                                                   "] (the batch size of targets), got ",
+                                                   grad_loss.shape().DebugString()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+template <typename T, typename TT, typename IndexT>
+class DqnTargetsCpuOp : public OpKernel {
+ public:
+  explicit DqnTargetsCpuOp(OpKernelConstruction* ctx) : OpKernel(ctx), attrs_(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    using Acc = typename Accumulator<T>::type;
+    int64_t batch = 0, num_actions = 0;
+    OP_REQUIRES_OK(ctx, ValidateForwardInputs(ctx, &batch, &num_actions));
+    ForwardOutputs out;
+    OP_REQUIRES_OK(ctx, AllocateForwardOutputs(ctx, batch, num_actions, &out));
+    if (batch == 0) return;
+
+    const T* q = ctx->input(0).flat<T>().data();
+    const T* q_next = ctx->input(1).flat<T>().data();
+    const T* q_next_online = attrs_.double_dqn ? ctx->input(2).flat<T>().data() : nullptr;
+    const IndexT* actions = ctx->input(3).flat<IndexT>().data();
+    const T* rewards = ctx->input(4).flat<T>().data();
+    const TT* terminals = ctx->input(5).flat<TT>().data();
+    T* loss = out.loss->flat<T>().data();
+    T* targets = out.targets->flat<T>().data();
+    T* delta = out.delta->flat<T>().data();
+    T* q_next_max = out.q_next_max->flat<T>().data();
+    const TargetParams<Acc> params{static_cast<Acc>(attrs_.discount),
+                                   static_cast<Acc>(attrs_.r_max),
+                                   static_cast<Acc>(attrs_.clip_delta)};
+
+    // First offending row, so the message is the same whatever the sharding.
+    std::atomic<int64_t> first_bad_row{std::numeric_limits<int64_t>::max()};
+    auto rows = [&](int64_t begin, int64_t end) {
+      int64_t bad = std::numeric_limits<int64_t>::max();
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t off = i * num_actions;
+        const RowStatus s = DqnTargetsRow<T, TT, IndexT>(
+            q + off, q_next + off, q_next_online ? q_next_online + off : nullptr, actions[i],
+            rewards[i], terminals[i], num_actions, params, targets + off, loss + i, delta + i,
+            q_next_max + i);
+        if (s == RowStatus::kBadAction && i < bad) bad = i;
+      }
+      int64_t seen = first_bad_row.load();
+      while (bad < seen && !first_bad_row.compare_exchange_weak(seen, bad)) {
+      }
+    };
+    // Rough cycles per row: three reads and one write per action plus the scalar tail.
+    const int64_t cost_per_row = 8 * num_actions + 40;
+    auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+    workers->ParallelFor(batch, cost_per_row, rows);
+
+    const int64_t bad = first_bad_row.load();
+    OP_REQUIRES(ctx, bad == std::numeric_limits<int64_t>::max(),
+                absl::InvalidArgumentError(absl::StrCat(
+                    "actions[", bad, "] = ", static_cast<int64_t>(actions[bad]), " is not in [0, ",
+                    num_actions, ")")));
+  }
+
+ private:
+  ForwardAttrs attrs_;
+};
+
+template <typename T>
+class DqnTargetsGradCpuOp : public OpKernel {
+ public:
+  explicit DqnTargetsGradCpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    OP_REQUIRES_OK(ctx, ValidateGradInputs(ctx));
+    const Tensor& targets_t = ctx->input(1);
+    Tensor* grad_q_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, targets_t.shape(), &grad_q_t));
+    const int64_t batch = targets_t.dim_size(0), num_actions = targets_t.dim_size(1);
+    if (batch == 0 || num_actions == 0) return;
+    const T* grad_loss = ctx->input(0).flat<T>().data();
+    const T* targets = targets_t.flat<T>().data();
+    T* grad_q = grad_q_t->flat<T>().data();
+    auto rows = [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const T g = grad_loss[i];
+        const int64_t off = i * num_actions;
+        for (int64_t a = 0; a < num_actions; ++a) {
+          grad_q[off + a] = DqnTargetsGradElement<T>(g, targets[off + a]);
+        }
+      }
+    };
+    auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+    workers->ParallelFor(batch, 2 * num_actions + 4, rows);
+  }
+};
+
+#define TFDQN_REGISTER_CPU_FORWARD(T, TT, IndexT)                            \
+  REGISTER_KERNEL_BUILDER(Name("TfdqnOps>DqnTargets")                        \
+                              .Device(::tensorflow::DEVICE_CPU)              \
+                              .TypeConstraint<T>("T")                        \
+                              .TypeConstraint<TT>("Tterminal")               \
+                              .TypeConstraint<IndexT>("Tactions"),           \
+                          DqnTargetsCpuOp<T, TT, IndexT>);
+#define TFDQN_REGISTER_CPU(T)                                                              \
+  TFDQN_REGISTER_CPU_FORWARD(T, bool, int32_t)                                             \
+  TFDQN_REGISTER_CPU_FORWARD(T, bool, int64_t)                                             \
+  TFDQN_REGISTER_CPU_FORWARD(T, T, int32_t)                                                \
+  TFDQN_REGISTER_CPU_FORWARD(T, T, int64_t)                                                \
+  REGISTER_KERNEL_BUILDER(                                                                 \
+      Name("TfdqnOps>DqnTargetsGrad").Device(::tensorflow::DEVICE_CPU).TypeConstraint<T>("T"), \
+      DqnTargetsGradCpuOp<T>);
+
+TFDQN_REGISTER_CPU(Eigen::half)
+TFDQN_REGISTER_CPU(Eigen::bfloat16)
+TFDQN_REGISTER_CPU(float)
+TFDQN_REGISTER_CPU(double)
+#undef TFDQN_REGISTER_CPU
+#undef TFDQN_REGISTER_CPU_FORWARD
+
+#if GOOGLE_CUDA
+
+namespace {
+
+template <typename T>
+DType DTypeOf();
+template <>
+DType DTypeOf<Eigen::half>() { return DType::kHalf; }
+template <>
+DType DTypeOf<Eigen::bfloat16>() { return DType::kBFloat16; }
+template <>
+DType DTypeOf<float>() { return DType::kFloat; }
+template <>
+DType DTypeOf<double>() { return DType::kDouble; }
+template <>
+DType DTypeOf<bool>() { return DType::kBool; }
+
+// TF's stream for this op, as the cudaStream_t the launcher expects. Needs no CUDA headers.
+void* CudaStreamOf(OpKernelContext* ctx) {
+  return ctx->op_device_context()->stream()->platform_specific_handle().stream;
+}
+
+}  // namespace
+
+template <typename T, typename TT, typename IndexT>
+class DqnTargetsGpuOp : public OpKernel {
+ public:
+  explicit DqnTargetsGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx), attrs_(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    int64_t batch = 0, num_actions = 0;
+    OP_REQUIRES_OK(ctx, ValidateForwardInputs(ctx, &batch, &num_actions));
+    ForwardOutputs out;
+    OP_REQUIRES_OK(ctx, AllocateForwardOutputs(ctx, batch, num_actions, &out));
+    if (batch == 0) return;
+    ForwardArgs a;
+    a.dtype = DTypeOf<T>();
+    a.terminal_dtype = DTypeOf<TT>();
+    a.actions_int64 = sizeof(IndexT) == 8;
+    a.batch = batch;
+    a.num_actions = num_actions;
+    a.discount = attrs_.discount;
+    a.r_max = attrs_.r_max;
+    a.clip_delta = attrs_.clip_delta;
+    a.q = ctx->input(0).data();
+    a.q_next = ctx->input(1).data();
+    a.q_next_online = attrs_.double_dqn ? ctx->input(2).data() : nullptr;
+    a.actions = ctx->input(3).data();
+    a.rewards = ctx->input(4).data();
+    a.terminals = ctx->input(5).data();
+    a.loss = out.loss->data();
+    a.targets = out.targets->data();
+    a.delta = out.delta->data();
+    a.q_next_max = out.q_next_max->data();
+    const char* err = LaunchDqnTargetsForward(a, CudaStreamOf(ctx));
+    OP_REQUIRES(ctx, err == nullptr,
+                absl::InternalError(absl::StrCat("DqnTargets CUDA launch failed: ", err)));
+  }
+
+ private:
+  ForwardAttrs attrs_;
+};
+
+template <typename T>
+class DqnTargetsGradGpuOp : public OpKernel {
+ public:
+  explicit DqnTargetsGradGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    OP_REQUIRES_OK(ctx, ValidateGradInputs(ctx));
+    const Tensor& targets = ctx->input(1);
+    Tensor* grad_q = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, targets.shape(), &grad_q));
+    GradArgs a;
+    a.dtype = DTypeOf<T>();
+    a.batch = targets.dim_size(0);
+    a.num_actions = targets.dim_size(1);
+    a.grad_loss = ctx->input(0).data();
+    a.targets = targets.data();
+    a.grad_q = grad_q->data();
+    const char* err = LaunchDqnTargetsGrad(a, CudaStreamOf(ctx));
+    OP_REQUIRES(ctx, err == nullptr,
+                absl::InternalError(absl::StrCat("DqnTargetsGrad CUDA launch failed: ", err)));
+  }
+};
+
+#define TFDQN_REGISTER_GPU_FORWARD(T, TT, IndexT)                            \
+  REGISTER_KERNEL_BUILDER(Name("TfdqnOps>DqnTargets")                        \
+                              .Device(::tensorflow::DEVICE_GPU)              \
+                              .TypeConstraint<T>("T")                        \
+                              .TypeConstraint<TT>("Tterminal")               \
+                              .TypeConstraint<IndexT>("Tactions"),           \
+                          DqnTargetsGpuOp<T, TT, IndexT>);
+#define TFDQN_REGISTER_GPU(T)                                                              \
+  TFDQN_REGISTER_GPU_FORWARD(T, bool, int32_t)                                             \
+  TFDQN_REGISTER_GPU_FORWARD(T, bool, int64_t)                                             \
+  TFDQN_REGISTER_GPU_FORWARD(T, T, int32_t)                                                \
+  TFDQN_REGISTER_GPU_FORWARD(T, T, int64_t)                                                \
+  REGISTER_KERNEL_BUILDER(                                                                 \
+      Name("TfdqnOps>DqnTargetsGrad").Device(::tensorflow::DEVICE_GPU).TypeConstraint<T>("T"), \
+      DqnTargetsGradGpuOp<T>);
+
+TFDQN_REGISTER_GPU(Eigen::half)
+TFDQN_REGISTER_GPU(Eigen::bfloat16)
+TFDQN_REGISTER_GPU(float)
+TFDQN_REGISTER_GPU(double)
+#undef TFDQN_REGISTER_GPU
+#undef TFDQN_REGISTER_GPU_FORWARD
+
+#endif  // GOOGLE_CUDA
+
+}  // namespace tfdqn

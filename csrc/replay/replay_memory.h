@@ -1,0 +1,179 @@
+// DQN 3.0 replay memory (TransitionTable.lua) in framework-free C++17.
+//
+// One frame per transition; the `history`-frame states are rebuilt at sample
+// time. Layout and rules (docs: tfdqn_ops/replay.py):
+//
+// * Entry k of a stream holds (frame_k, action taken at k, reward that
+//   followed, terminal flag of frame_k).
+// * Each environment stream owns a contiguous ring segment of the frame
+//   buffer; segment e holds capacity / num_envs entries (the first
+//   capacity % num_envs segments one more), so histories never mix streams.
+// * A window is history + 1 consecutive entries i .. i+H of one segment in
+//   the order they were written (never straddling the write position):
+//   s = frames[i .. i+H-1], s2 = frames[i+1 .. i+H], a, r from entry i+H-1,
+//   term from entry i+H. Windows whose entry i+H-1 is terminal are rejected.
+// * Zeroing: scanning back from the newest slot of a state, once a terminal
+//   flag is met in an earlier slot, that slot and all older ones are zero.
+//   Since entry i+H-1 of an accepted window is not terminal, s and s2 share
+//   one zero mask over the H+1 frames of the window: frame f (0-based in the
+//   window) is zero iff any of t[i+f .. i+H-2] is set.
+//
+// Thread safety: every public method takes an internal mutex, so the Python
+// binding can release the GIL around them.
+
+#ifndef TFDQN_CSRC_REPLAY_REPLAY_MEMORY_H_
+#define TFDQN_CSRC_REPLAY_REPLAY_MEMORY_H_
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace tfdqn {
+
+// An I/O failure while saving or loading (maps to OSError; carries errno).
+class IoError : public std::runtime_error {
+ public:
+  IoError(int err, const std::string& message, const std::string& path)
+      : std::runtime_error(message), errno_value_(err), path_(path) {}
+  int errno_value() const { return errno_value_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  int errno_value_;
+  std::string path_;
+};
+
+// A file that is not a valid replay file: foreign, truncated, corrupted, or
+// of an unsupported version (maps to ValueError).
+class FormatError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// xoshiro256** (Blackman & Vigna), seeded by expanding a 64-bit seed with
+// splitmix64. Its whole state is four words, saved exactly in the file.
+class Xoshiro256 {
+ public:
+  explicit Xoshiro256(uint64_t seed = 0);
+  uint64_t Next();
+  // Uniform integer in [0, n), n > 0: Lemire's multiply-shift with rejection
+  // (tests/replay_reference.py implements the same draw sequence).
+  uint64_t Below(uint64_t n);
+  const std::array<uint64_t, 4>& state() const { return s_; }
+  void set_state(const std::array<uint64_t, 4>& s) { s_ = s; }
+
+ private:
+  std::array<uint64_t, 4> s_;
+};
+
+// XXH64 (the xxHash 64-bit algorithm), streaming. Used as the file checksum.
+class Xxh64 {
+ public:
+  explicit Xxh64(uint64_t seed = 0);
+  void Update(const void* data, size_t len);
+  uint64_t Digest() const;
+
+ private:
+  uint64_t v_[4];
+  uint64_t seed_;
+  uint64_t total_len_ = 0;
+  unsigned char buf_[32];
+  size_t buf_len_ = 0;
+};
+uint64_t HashXxh64(const void* data, size_t len, uint64_t seed = 0);
+
+class ReplayMemory {
+ public:
+  // Throws std::invalid_argument naming the bad argument.
+  ReplayMemory(int64_t capacity, const std::vector<int64_t>& frame_shape,
+               int64_t history, int64_t num_envs, uint64_t seed);
+  ~ReplayMemory();
+  ReplayMemory(const ReplayMemory&) = delete;
+  ReplayMemory& operator=(const ReplayMemory&) = delete;
+
+  // Appends one entry to every stream. frames: num_envs * frame_bytes() bytes
+  // (C order, [num_envs, *frame_shape]); actions, rewards, terminals: num_envs
+  // values each. Values are checked (actions in [0, 2^31), rewards finite in
+  // float32 range, terminals 0 or 1) before anything is written, so a failed
+  // call changes nothing.
+  void Add(const uint8_t* frames, const int64_t* actions,
+           const double* rewards, const double* terminals);
+
+  // Samples batch_size windows uniformly among the valid ones (with
+  // replacement) into caller buffers: s, s2: [batch, history, *frame_shape]
+  // uint8; a: int32 [batch]; r, term: float32 [batch].
+  void SampleInto(int64_t batch_size, uint8_t* s, int32_t* a, float* r,
+                  uint8_t* s2, float* term);
+
+  // The state an agent acts on in stream env_index, written to out
+  // ([history, *frame_shape]). With next_frame == nullptr: the last `history`
+  // stored entries; otherwise next_frame (the newest observation, not yet
+  // stored) is the newest slot and the last history - 1 stored entries fill
+  // the older ones. Same zeroing rule; slots before the first entry are zero.
+  void ActingState(int64_t env_index, const uint8_t* next_frame,
+                   uint8_t* out) const;
+
+  // Atomic: writes a temporary file in the same directory, fsyncs it,
+  // renames it over `path` and fsyncs the directory. fail_after_bytes >= 0 is
+  // a test hook that simulates an I/O error once that many bytes are written.
+  void Save(const std::string& path, int64_t fail_after_bytes = -1) const;
+  static std::unique_ptr<ReplayMemory> Load(const std::string& path);
+
+  int64_t capacity() const { return capacity_; }
+  int64_t history() const { return history_; }
+  int64_t num_envs() const { return num_envs_; }
+  const std::vector<int64_t>& frame_shape() const { return frame_shape_; }
+  int64_t frame_bytes() const { return frame_bytes_; }
+  int64_t size() const;               // entries stored, all streams together
+  int64_t stream_size(int64_t env_index) const;
+  int64_t num_valid_windows() const;  // windows that sample() can return
+  std::array<uint64_t, 4> rng_state() const;
+
+ private:
+  struct Segment {
+    int64_t begin;       // first entry of the segment in the flat arrays
+    int64_t capacity;
+    int64_t size = 0;    // entries stored
+    int64_t write = 0;   // next slot to write, relative to begin
+    int64_t terminals = 0;  // terminal flags among the stored entries
+  };
+
+  void CheckEnvIndex(int64_t env_index) const;
+  // Flat entry index of the entry at logical position i of segment seg
+  // (0 = oldest stored entry); requires 0 <= i < seg.capacity.
+  static int64_t Slot(const Segment& seg, int64_t i) {
+    int64_t oldest = seg.size == seg.capacity ? seg.write : 0;
+    int64_t j = oldest + i;
+    if (j >= seg.capacity) j -= seg.capacity;
+    return seg.begin + j;
+  }
+  int64_t CandidatesLocked(const Segment& seg) const;
+  int64_t ValidLocked(const Segment& seg) const;
+  int64_t NumValidLocked() const;
+
+  int64_t capacity_;
+  std::vector<int64_t> frame_shape_;
+  int64_t frame_bytes_;
+  int64_t history_;
+  int64_t num_envs_;
+
+  uint8_t* frames_ = nullptr;  // capacity_ * frame_bytes_, lazily committed
+  size_t frames_mapped_bytes_ = 0;
+  std::vector<int32_t> actions_;
+  std::vector<float> rewards_;
+  std::vector<uint8_t> terminals_;
+  std::vector<Segment> segments_;
+  Xoshiro256 rng_;
+
+  mutable std::mutex mu_;
+  std::vector<int64_t> scratch_;  // per-batch window slots, reused
+};
+
+}  // namespace tfdqn
+
+#endif  // TFDQN_CSRC_REPLAY_REPLAY_MEMORY_H_
