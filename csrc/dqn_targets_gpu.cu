@@ -25,10 +25,11 @@ namespace tfdqn {
 namespace {
 
 constexpr int kWarp = 32;
-constexpr int kTileThreads = 128;                // one row per thread in the tile kernel
+constexpr int kTileWarpsPerBlock = 4;            // tile kernel: 4 independent warps per block
 constexpr int kWarpRowThreads = 256;             // 8 rows per block in the warp-per-row kernel
-constexpr size_t kTileSharedBytes = 48 * 1024;   // the limit without an opt-in attribute
-constexpr int kMinTileRows = kWarp;              // below this, the warp-per-row kernel wins
+// Largest shared tile per warp (32 rows of every staged array). Beyond it (A > 32 for
+// float32, A > 21 with double DQN) rows are long enough for a warp per row to coalesce.
+constexpr int64_t kWarpTileMaxBytes = 8 * 1024;
 
 // Resident threads the device can hold, to size grid-stride launches: enough blocks to
 // fill every SM, no more (extra blocks would only loop through the same tiles).
@@ -66,54 +67,76 @@ int64_t GridFor(int64_t work_blocks, int block_threads, const DeviceShape& d) {
   return std::max<int64_t>(1, std::min(work_blocks, resident));
 }
 
-// Copies `bytes` from global to shared memory (or back) with the whole block: 16-byte
-// vectors for the bulk, bytes for the tail. Both pointers are 16-byte aligned by
-// construction (tile offsets are multiples of 32 rows * A * sizeof(T)).
-__device__ __forceinline__ void BlockCopy(void* dst, const void* src, int64_t bytes) {
-  const int64_t vecs = bytes / 16;
+// Copies `bytes` between global and shared memory with one warp: 16-byte vectors for the
+// bulk, bytes for the tail. Both pointers are 16-byte aligned by construction (a tile is
+// 32 rows, so its offset is a multiple of 32 * A * sizeof(T) >= 64 bytes).
+__device__ __forceinline__ void WarpCopy(void* dst, const void* src, int bytes, int lane) {
+  const int vecs = bytes / 16;
   uint4* d4 = static_cast<uint4*>(dst);
   const uint4* s4 = static_cast<const uint4*>(src);
-  for (int64_t k = threadIdx.x; k < vecs; k += blockDim.x) d4[k] = s4[k];
+  for (int k = lane; k < vecs; k += kWarp) d4[k] = s4[k];
   unsigned char* d1 = static_cast<unsigned char*>(dst);
   const unsigned char* s1 = static_cast<const unsigned char*>(src);
-  for (int64_t k = vecs * 16 + threadIdx.x; k < bytes; k += blockDim.x) d1[k] = s1[k];
+  for (int k = vecs * 16 + lane; k < bytes; k += kWarp) d1[k] = s1[k];
 }
 
+// Each warp owns a private shared-memory tile of 32 rows and loops over tiles on its own:
+// coalesced copy in, one row per lane through DqnTargetsRow, coalesced copy out. Warps
+// synchronise only with themselves, so a block never waits for its slowest warp and the
+// scheduler overlaps one warp's loads with another's arithmetic.
 template <typename T, typename TT, typename IndexT>
 __global__ void ForwardTileKernel(const T* __restrict__ q, const T* __restrict__ q_next,
                                   const T* __restrict__ q_next_online,
                                   const IndexT* __restrict__ actions,
                                   const T* __restrict__ rewards, const TT* __restrict__ terminals,
-                                  int64_t batch, int64_t num_actions, int64_t tile_rows,
+                                  int64_t batch, int num_actions,
                                   TargetParams<typename Accumulator<T>::type> params,
                                   T* __restrict__ loss, T* __restrict__ targets,
                                   T* __restrict__ delta, T* __restrict__ q_next_max) {
   extern __shared__ uint4 shared_raw[];
-  const int64_t tile_elems = tile_rows * num_actions;
-  T* q_s = reinterpret_cast<T*>(shared_raw);
+  const int lane = threadIdx.x % kWarp;
+  const int warp = threadIdx.x / kWarp;
+  const int tile_elems = kWarp * num_actions;
+  const int arrays = q_next_online ? 3 : 2;
+  T* q_s = reinterpret_cast<T*>(shared_raw) + static_cast<int64_t>(warp) * arrays * tile_elems;
   T* q_next_s = q_s + tile_elems;
-  T* targets_s = q_next_s + tile_elems;
-  T* q_next_online_s = q_next_online ? targets_s + tile_elems : nullptr;
-  const int64_t num_tiles = (batch + tile_rows - 1) / tile_rows;
-  for (int64_t tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
-    const int64_t row0 = tile * tile_rows;
-    const int64_t rows = min(tile_rows, batch - row0);
+  T* q_next_online_s = q_next_online ? q_next_s + tile_elems : nullptr;
+  // Each row's targets overwrite its own q row in place: DqnTargetsRow reads every input
+  // of the row before it writes targets, and no other lane touches that row.
+  T* targets_s = q_s;
+  const int64_t num_tiles = (batch + kWarp - 1) / kWarp;
+  const int64_t warps_per_block = blockDim.x / kWarp;
+  for (int64_t tile = static_cast<int64_t>(blockIdx.x) * warps_per_block + warp; tile < num_tiles;
+       tile += static_cast<int64_t>(gridDim.x) * warps_per_block) {
+    const int64_t row0 = tile * kWarp;
+    const int rows = static_cast<int>(min(static_cast<int64_t>(kWarp), batch - row0));
     const int64_t base = row0 * num_actions;
-    const int64_t bytes = rows * num_actions * static_cast<int64_t>(sizeof(T));
-    BlockCopy(q_s, q + base, bytes);
-    BlockCopy(q_next_s, q_next + base, bytes);
-    if (q_next_online) BlockCopy(q_next_online_s, q_next_online + base, bytes);
-    __syncthreads();
-    for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) {
-      const int64_t i = row0 + r, off = r * num_actions;
-      DqnTargetsRow<T, TT, IndexT>(q_s + off, q_next_s + off,
-                                   q_next_online ? q_next_online_s + off : nullptr, actions[i],
-                                   rewards[i], terminals[i], num_actions, params,
-                                   targets_s + off, loss + i, delta + i, q_next_max + i);
+    const int bytes = rows * num_actions * static_cast<int>(sizeof(T));
+    const bool has_row = lane < rows;
+    // The row's scalars are fetched before the tile copy so that their latency overlaps it.
+    IndexT action = 0;
+    T reward = T(0);
+    TT terminal = TT(0);
+    if (has_row) {
+      action = actions[row0 + lane];
+      reward = rewards[row0 + lane];
+      terminal = terminals[row0 + lane];
     }
-    __syncthreads();
-    BlockCopy(targets + base, targets_s, bytes);
-    __syncthreads();  // the next tile overwrites the shared buffers
+    WarpCopy(q_s, q + base, bytes, lane);
+    WarpCopy(q_next_s, q_next + base, bytes, lane);
+    if (q_next_online) WarpCopy(q_next_online_s, q_next_online + base, bytes, lane);
+    __syncwarp();
+    if (has_row) {
+      const int64_t i = row0 + lane;
+      const int off = lane * num_actions;
+      DqnTargetsRow<T, TT, IndexT>(q_s + off, q_next_s + off,
+                                   q_next_online ? q_next_online_s + off : nullptr, action,
+                                   reward, terminal, num_actions, params, targets_s + off,
+                                   loss + i, delta + i, q_next_max + i);
+    }
+    __syncwarp();
+    WarpCopy(targets + base, targets_s, bytes, lane);
+    __syncwarp();  // the next tile overwrites this warp's buffers
   }
 }
 
@@ -201,12 +224,43 @@ __global__ void ForwardWarpPerRowKernel(
   }
 }
 
+// Element-wise gradient. Each thread handles V consecutive elements through one 16-byte
+// vector (when both buffers are 16-byte aligned), so only one index division per vector;
+// Index is uint32_t whenever B * A fits, since 64-bit division costs several times more.
 template <typename T>
+union Vec16 {
+  uint4 raw;
+  T elems[16 / sizeof(T)];
+};
+
+template <typename T, typename Index, bool kVectorized>
 __global__ void GradKernel(const T* __restrict__ grad_loss, const T* __restrict__ targets,
-                           int64_t batch, int64_t num_actions, T* __restrict__ grad_q) {
-  const int64_t n = batch * num_actions;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
+                           Index n, Index num_actions, T* __restrict__ grad_q) {
+  constexpr Index V = kVectorized ? 16 / sizeof(T) : 1;
+  const Index stride = static_cast<Index>(gridDim.x) * blockDim.x;
+  const Index vectors = n / V;
+  for (Index v = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; v < vectors;
+       v += stride) {
+    const Index first = v * V;
+    Index row = first / num_actions, col = first - row * num_actions;
+    if (kVectorized) {
+      Vec16<T> in, out;
+      in.raw = reinterpret_cast<const uint4*>(targets)[v];
+#pragma unroll
+      for (Index j = 0; j < V; ++j) {
+        out.elems[j] = DqnTargetsGradElement<T>(grad_loss[row], in.elems[j]);
+        if (++col == num_actions) {
+          col = 0;
+          ++row;
+        }
+      }
+      reinterpret_cast<uint4*>(grad_q)[v] = out.raw;
+    } else {
+      grad_q[first] = DqnTargetsGradElement<T>(grad_loss[row], targets[first]);
+    }
+  }
+  // Tail that does not fill a vector: a handful of elements, done by the first threads.
+  for (Index k = vectors * V + static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
        k += stride) {
     grad_q[k] = DqnTargetsGradElement<T>(grad_loss[k / num_actions], targets[k]);
   }
@@ -230,19 +284,18 @@ const char* LaunchForwardTyped(const ForwardArgs& a, cudaStream_t stream) {
   T* delta = static_cast<T*>(a.delta);
   T* q_next_max = static_cast<T*>(a.q_next_max);
 
-  // Shared bytes per row: q, q_next, targets (+ q_next_online) tiles.
-  const int64_t tiles = q_next_online ? 4 : 3;
-  const int64_t row_bytes = tiles * a.num_actions * static_cast<int64_t>(sizeof(T));
-  int64_t tile_rows = std::min<int64_t>(kTileThreads, kTileSharedBytes / row_bytes);
-  tile_rows -= tile_rows % kWarp;  // keeps every tile 16-byte aligned (see BlockCopy)
-  if (tile_rows >= kMinTileRows) {
-    const int64_t num_tiles = (a.batch + tile_rows - 1) / tile_rows;
-    const size_t shared = static_cast<size_t>(tile_rows * row_bytes);
-    const int threads = static_cast<int>(std::min<int64_t>(kTileThreads, tile_rows));
+  // Shared bytes per 32-row warp tile: q (then targets), q_next (+ q_next_online).
+  const int64_t arrays = q_next_online ? 3 : 2;
+  const int64_t warp_tile_bytes = arrays * kWarp * a.num_actions * static_cast<int64_t>(sizeof(T));
+  if (warp_tile_bytes <= kWarpTileMaxBytes) {
+    const int64_t num_tiles = (a.batch + kWarp - 1) / kWarp;
+    const size_t shared = static_cast<size_t>(kTileWarpsPerBlock * warp_tile_bytes);
+    const int threads = kTileWarpsPerBlock * kWarp;
+    const int64_t blocks = (num_tiles + kTileWarpsPerBlock - 1) / kTileWarpsPerBlock;
     ForwardTileKernel<T, TT, IndexT>
-        <<<static_cast<unsigned>(GridFor(num_tiles, threads, dev)), threads, shared, stream>>>(
-            q, q_next, q_next_online, actions, rewards, terminals, a.batch, a.num_actions,
-            tile_rows, params, loss, targets, delta, q_next_max);
+        <<<static_cast<unsigned>(GridFor(blocks, threads, dev)), threads, shared, stream>>>(
+            q, q_next, q_next_online, actions, rewards, terminals, a.batch,
+            static_cast<int>(a.num_actions), params, loss, targets, delta, q_next_max);
   } else {
     const int64_t rows_per_block = kWarpRowThreads / kWarp;
     const int64_t blocks = (a.batch + rows_per_block - 1) / rows_per_block;
@@ -268,16 +321,35 @@ const char* DispatchTerminals(const ForwardArgs& a, cudaStream_t s) {
   return "terminals must be bool or the dtype of q";
 }
 
+template <typename T, typename Index>
+void LaunchGradIndexed(const GradArgs& a, const DeviceShape& dev, cudaStream_t stream) {
+  const int threads = 256;
+  const T* grad_loss = static_cast<const T*>(a.grad_loss);
+  const T* targets = static_cast<const T*>(a.targets);
+  T* grad_q = static_cast<T*>(a.grad_q);
+  const Index n = static_cast<Index>(a.batch * a.num_actions);
+  const Index num_actions = static_cast<Index>(a.num_actions);
+  const bool aligned =
+      ((reinterpret_cast<uintptr_t>(targets) | reinterpret_cast<uintptr_t>(grad_q)) % 16) == 0;
+  const int64_t per_thread = aligned ? 16 / sizeof(T) : 1;
+  const int64_t work = (static_cast<int64_t>(n) / per_thread + threads - 1) / threads;
+  const unsigned grid = static_cast<unsigned>(GridFor(std::max<int64_t>(work, 1), threads, dev));
+  if (aligned) {
+    GradKernel<T, Index, true><<<grid, threads, 0, stream>>>(grad_loss, targets, n, num_actions, grad_q);
+  } else {
+    GradKernel<T, Index, false><<<grid, threads, 0, stream>>>(grad_loss, targets, n, num_actions, grad_q);
+  }
+}
+
 template <typename T>
 const char* LaunchGradTyped(const GradArgs& a, cudaStream_t stream) {
   DeviceShape dev;
   if (const char* err = GetDeviceShape(&dev)) return err;
-  const int threads = 256;
-  const int64_t n = a.batch * a.num_actions;
-  GradKernel<T><<<static_cast<unsigned>(GridFor((n + threads - 1) / threads, threads, dev)),
-                  threads, 0, stream>>>(static_cast<const T*>(a.grad_loss),
-                                        static_cast<const T*>(a.targets), a.batch,
-                                        a.num_actions, static_cast<T*>(a.grad_q));
+  if (a.batch * a.num_actions <= static_cast<int64_t>(UINT32_MAX)) {
+    LaunchGradIndexed<T, uint32_t>(a, dev, stream);
+  } else {
+    LaunchGradIndexed<T, uint64_t>(a, dev, stream);
+  }
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
 }
