@@ -199,12 +199,13 @@ __global__ void ForwardWarpPerRowKernel(
     q_seen = WarpMerge(q_seen);
     next_seen = WarpMerge(next_seen);
     if (q_next_online) select = WarpMerge(select);
-    Acc d = Acc(0);
-    bool row_ok = false;
+    Acc d = Acc(0), fill = Acc(0);
     if (lane == 0) {
-      bool finite = q_seen.finite && next_seen.finite && (!q_next_online || select.finite);
+      const bool finite = q_seen.finite && next_seen.finite && (!q_next_online || select.finite);
       Acc next_value = next_seen.value;
-      if (q_next_online) next_value = select.index >= 0 ? static_cast<Acc>(q_next[off + select.index]) : Acc(0);
+      if (q_next_online) {
+        next_value = select.index >= 0 ? static_cast<Acc>(q_next[off + select.index]) : Acc(0);
+      }
       const Acc q_taken = action_ok ? static_cast<Acc>(q[off + action]) : Acc(0);
       RowResult<Acc> r = FinishRow<Acc>(q_taken, next_value, static_cast<Acc>(rewards[i]),
                                         static_cast<Acc>(terminals[i]), finite && action_ok,
@@ -213,13 +214,12 @@ __global__ void ForwardWarpPerRowKernel(
       delta[i] = static_cast<T>(r.delta);
       q_next_max[i] = static_cast<T>(r.q_next_max);
       d = r.delta;
-      row_ok = finite && action_ok;
+      fill = TargetsFill(r);
     }
     d = __shfl_sync(0xffffffffu, d, 0);
-    row_ok = __shfl_sync(0xffffffffu, static_cast<int>(row_ok), 0) != 0;
-    const T fill = static_cast<T>(row_ok ? Acc(0) : QuietNaN<Acc>());
+    const T fill_t = static_cast<T>(__shfl_sync(0xffffffffu, fill, 0));
     for (int64_t a = lane; a < num_actions; a += kWarp) {
-      targets[off + a] = (action_ok && a == static_cast<int64_t>(action)) ? static_cast<T>(d) : fill;
+      targets[off + a] = (action_ok && a == static_cast<int64_t>(action)) ? static_cast<T>(d) : fill_t;
     }
   }
 }

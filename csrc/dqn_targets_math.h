@@ -111,14 +111,22 @@ struct RowResult {
   Acc loss;
   Acc delta;
   Acc q_next_max;
+  bool valid;  // false: every output of the row, the whole targets row included, is NaN
 };
+
+// The value of targets[i, a] for every a other than the taken action.
+template <typename Acc>
+TFDQN_HOSTDEVICE Acc TargetsFill(const RowResult<Acc>& r) {
+  return r.valid ? Acc(0) : QuietNaN<Acc>();
+}
 
 template <typename Acc>
 TFDQN_HOSTDEVICE RowResult<Acc> FinishRow(Acc q_taken, Acc q_next_max, Acc reward,
                                           Acc terminal, bool inputs_finite,
                                           const TargetParams<Acc>& p) {
   RowResult<Acc> out;
-  if (!inputs_finite || !IsFinite(reward) || !IsFinite(terminal)) {
+  out.valid = inputs_finite && IsFinite(reward) && IsFinite(terminal);
+  if (!out.valid) {
     out.loss = out.delta = out.q_next_max = QuietNaN<Acc>();
     return out;
   }
@@ -180,14 +188,14 @@ TFDQN_HOSTDEVICE RowStatus DqnTargetsRow(const T* q, const T* q_next, const T* q
   }
   RowResult<Acc> r = FinishRow<Acc>(q_taken, next_value, static_cast<Acc>(reward),
                                     static_cast<Acc>(terminal), finite && action_ok, p);
-  const T zero = static_cast<T>(action_ok && finite ? Acc(0) : QuietNaN<Acc>());
-  for (int64_t a = 0; a < A; ++a) targets[a] = zero;
+  const T fill = static_cast<T>(TargetsFill(r));
+  for (int64_t a = 0; a < A; ++a) targets[a] = fill;
   if (action_ok) targets[action] = static_cast<T>(r.delta);
   *loss = static_cast<T>(r.loss);
   *delta = static_cast<T>(r.delta);
   *q_next_max = static_cast<T>(r.q_next_max);
   if (!action_ok) return RowStatus::kBadAction;
-  return finite ? RowStatus::kOk : RowStatus::kNonFinite;
+  return r.valid ? RowStatus::kOk : RowStatus::kNonFinite;
 }
 
 // The gradient op, per element: d/dq of sum_i upstream[i] * loss[i] = -upstream[i] * targets.
