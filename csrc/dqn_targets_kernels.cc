@@ -95,7 +95,10 @@ struct ForwardOutputs {
 absl::Status AllocateForwardOutputs(OpKernelContext* ctx, int64_t batch, int64_t num_actions,
                                     ForwardOutputs* out) {
   TF_RETURN_IF_ERROR(ctx->allocate_output(0, TensorShape({batch}), &out->loss));
-  TF_RETURN_IF_ERROR(ctx->allocate_output(1, TensorShape({batch, num_actions}), &out->targets));
+  // targets may take over q's buffer when nothing else holds q: every row reads all of its
+  // q values before writing its targets (see DqnTargetsRow), so in place is safe.
+  TF_RETURN_IF_ERROR(ctx->forward_input_or_allocate_output({0}, 1, TensorShape({batch, num_actions}),
+                                                           &out->targets));
   TF_RETURN_IF_ERROR(ctx->allocate_output(2, TensorShape({batch}), &out->delta));
   TF_RETURN_IF_ERROR(ctx->allocate_output(3, TensorShape({batch}), &out->q_next_max));
   return absl::OkStatus();
@@ -114,6 +117,20 @@ absl::Status ValidateGradInputs(OpKernelContext* ctx) {
                                                    grad_loss.shape().DebugString()));
   }
   return absl::OkStatus();
+}
+
+// Runs rows [0, batch) on the intra-op pool, or inline when the whole batch costs less than
+// waking a thread: a training minibatch (B = 32) is a few hundred cycles of work, and the
+// pool's hand-off alone costs more than that.
+template <typename Fn>
+void RunRows(OpKernelContext* ctx, int64_t batch, int64_t cycles_per_row, const Fn& rows) {
+  constexpr int64_t kInlineCycles = 50000;
+  if (batch * cycles_per_row <= kInlineCycles) {
+    rows(0, batch);
+    return;
+  }
+  auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+  workers->ParallelFor(batch, cycles_per_row, rows);
 }
 
 }  // namespace
@@ -161,10 +178,10 @@ class DqnTargetsCpuOp : public OpKernel {
       while (bad < seen && !first_bad_row.compare_exchange_weak(seen, bad)) {
       }
     };
-    // Rough cycles per row: three reads and one write per action plus the scalar tail.
-    const int64_t cost_per_row = 8 * num_actions + 40;
-    auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-    workers->ParallelFor(batch, cost_per_row, rows);
+    // Cycles per row measured on x86 (about 2 per action plus the scalar tail). An
+    // overestimate makes ParallelFor wake threads for batches that finish sooner inline.
+    const int64_t cost_per_row = 2 * num_actions + 10;
+    RunRows(ctx, batch, cost_per_row, rows);
 
     const int64_t bad = first_bad_row.load();
     OP_REQUIRES(ctx, bad == std::numeric_limits<int64_t>::max(),
@@ -186,7 +203,8 @@ class DqnTargetsGradCpuOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ValidateGradInputs(ctx));
     const Tensor& targets_t = ctx->input(1);
     Tensor* grad_q_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, targets_t.shape(), &grad_q_t));
+    // Element-wise, so grad_q can reuse the targets buffer when nothing else holds it.
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({1}, 0, targets_t.shape(), &grad_q_t));
     const int64_t batch = targets_t.dim_size(0), num_actions = targets_t.dim_size(1);
     if (batch == 0 || num_actions == 0) return;
     const T* grad_loss = ctx->input(0).flat<T>().data();
@@ -201,8 +219,7 @@ class DqnTargetsGradCpuOp : public OpKernel {
         }
       }
     };
-    auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-    workers->ParallelFor(batch, 2 * num_actions + 4, rows);
+    RunRows(ctx, batch, num_actions / 2 + 2, rows);  // cycles per row, measured
   }
 };
 
@@ -301,7 +318,7 @@ class DqnTargetsGradGpuOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ValidateGradInputs(ctx));
     const Tensor& targets = ctx->input(1);
     Tensor* grad_q = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, targets.shape(), &grad_q));
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({1}, 0, targets.shape(), &grad_q));
     GradArgs a;
     a.dtype = DTypeOf<T>();
     a.batch = targets.dim_size(0);

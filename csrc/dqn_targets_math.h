@@ -16,6 +16,11 @@
 #define TFDQN_DQN_TARGETS_MATH_H_
 
 #include <cstdint>
+#include <limits>
+
+#if defined(__SSE2__) && !defined(__CUDACC__)
+#include <emmintrin.h>
+#endif
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define TFDQN_HOSTDEVICE __host__ __device__ __forceinline__
@@ -53,9 +58,25 @@ TFDQN_HOSTDEVICE bool IsFinite(Acc x) {
   return x - x == Acc(0);
 }
 
+// A quiet NaN without a run-time division (g++ does not fold 0/0 under -ftrapping-math,
+// the default) and without host-only constexpr calls in device code.
 template <typename Acc>
-TFDQN_HOSTDEVICE Acc QuietNaN() {
-  return Acc(0) / Acc(0);  // no <limits> on every device compiler; 0/0 is a quiet NaN
+TFDQN_HOSTDEVICE Acc QuietNaN();
+template <>
+TFDQN_HOSTDEVICE float QuietNaN<float>() {
+#ifdef __CUDA_ARCH__
+  return __int_as_float(0x7fc00000);
+#else
+  return std::numeric_limits<float>::quiet_NaN();
+#endif
+}
+template <>
+TFDQN_HOSTDEVICE double QuietNaN<double>() {
+#ifdef __CUDA_ARCH__
+  return __longlong_as_double(0x7ff8000000000000LL);
+#else
+  return std::numeric_limits<double>::quiet_NaN();
+#endif
 }
 
 // Running max of a row. Any NaN in the row is remembered through `finite` (plain max
@@ -151,7 +172,85 @@ TFDQN_HOSTDEVICE RowResult<Acc> FinishRow(Acc q_taken, Acc q_next_max, Acc rewar
   return out;
 }
 
-// The whole forward for one row of A actions. `q_next_online` is null for plain DQN.
+template <typename Acc>
+TFDQN_HOSTDEVICE Acc Larger(Acc a, Acc b) {
+  return b > a ? b : a;  // branch-free (maxss / fmax-like); NaN is tracked separately
+}
+
+// Max of a row and whether all of it is finite, in one pass. Four independent partial
+// maxima break the compare dependency chain (max is order-free on finite values, and a
+// row with a NaN/Inf is reported through `finite` whatever the max says); no branch
+// depends on the data, so random rows cost no mispredictions.
+template <typename Acc, typename T>
+struct RowScan {
+  Acc max;
+  bool finite;
+};
+
+template <typename Acc, typename T>
+TFDQN_HOSTDEVICE RowScan<Acc, T> ScanRow(const T* x, int64_t A) {
+  constexpr int kLanes = 4;
+  const Acc first = static_cast<Acc>(x[0]);
+  Acc m[kLanes], poison[kLanes];
+  for (int j = 0; j < kLanes; ++j) {
+    m[j] = first;
+    poison[j] = first - first;  // 0, or NaN once any value is NaN or +-Inf
+  }
+  int64_t a = 0;
+  for (; a + kLanes <= A; a += kLanes) {
+    for (int j = 0; j < kLanes; ++j) {  // written lane by lane so g++ can use SIMD
+      const Acc v = static_cast<Acc>(x[a + j]);
+      m[j] = Larger(m[j], v);
+      poison[j] += v - v;
+    }
+  }
+  for (; a < A; ++a) {
+    const Acc v = static_cast<Acc>(x[a]);
+    m[0] = Larger(m[0], v);
+    poison[0] += v - v;
+  }
+  RowScan<Acc, T> out;
+  out.max = Larger(Larger(m[0], m[1]), Larger(m[2], m[3]));
+  out.finite = (poison[0] + poison[1]) + (poison[2] + poison[3]) == Acc(0);
+  return out;
+}
+
+#if defined(__SSE2__) && !defined(__CUDACC__)
+// x86 CPU build of ScanRow for float rows: the same result (max over a finite row, and
+// the finiteness flag) with 4-wide SSE2, since g++ will not vectorize a float max
+// reduction without -ffast-math. _mm_max_ps(v, m) is exactly Larger(m, v), NaN included.
+template <>
+inline RowScan<float, float> ScanRow<float, float>(const float* x, int64_t A) {
+  if (A < 8) {
+    float m = x[0], poison = x[0] - x[0];
+    for (int64_t a = 1; a < A; ++a) {
+      m = Larger(m, x[a]);
+      poison += x[a] - x[a];
+    }
+    return RowScan<float, float>{m, poison == 0.0f};
+  }
+  __m128 m = _mm_loadu_ps(x);
+  __m128 poison = _mm_sub_ps(m, m);
+  int64_t a = 4;
+  for (; a + 4 <= A; a += 4) {
+    const __m128 v = _mm_loadu_ps(x + a);
+    m = _mm_max_ps(v, m);
+    poison = _mm_add_ps(poison, _mm_sub_ps(v, v));
+  }
+  if (a < A) {  // the last 4 elements again (overlap is harmless for max and finiteness)
+    const __m128 v = _mm_loadu_ps(x + A - 4);
+    m = _mm_max_ps(v, m);
+    poison = _mm_add_ps(poison, _mm_sub_ps(v, v));
+  }
+  m = _mm_max_ps(_mm_shuffle_ps(m, m, _MM_SHUFFLE(1, 0, 3, 2)), m);
+  m = _mm_max_ps(_mm_shuffle_ps(m, m, _MM_SHUFFLE(2, 3, 0, 1)), m);
+  poison = _mm_add_ps(poison, _mm_shuffle_ps(poison, poison, _MM_SHUFFLE(1, 0, 3, 2)));
+  poison = _mm_add_ps(poison, _mm_shuffle_ps(poison, poison, _MM_SHUFFLE(2, 3, 0, 1)));
+  return RowScan<float, float>{_mm_cvtss_f32(m), _mm_cvtss_f32(poison) == 0.0f};
+}
+#endif
+
+// The whole forward for one row of A >= 1 actions. `q_next_online` is null for plain DQN.
 // Reads every input of the row (so a NaN anywhere in it is seen), writes the targets row
 // and the three per-row scalars. Never reads or writes outside the row, even for an
 // out-of-range action: that row's outputs become NaN and kBadAction is returned.
@@ -163,28 +262,27 @@ TFDQN_HOSTDEVICE RowStatus DqnTargetsRow(const T* q, const T* q_next, const T* q
                                          T* targets, T* loss, T* delta, T* q_next_max) {
   using Acc = typename Accumulator<T>::type;
   const bool action_ok = action >= 0 && static_cast<int64_t>(action) < A;
-  bool finite = true;
-  Acc q_taken = Acc(0);
-  for (int64_t a = 0; a < A; ++a) {
-    const Acc v = static_cast<Acc>(q[a]);
-    finite = finite && IsFinite(v);
-    if (a == static_cast<int64_t>(action)) q_taken = v;
-  }
-  Acc next_value;
-  if (q_next_online == nullptr) {
-    RowMax<Acc> m;
-    for (int64_t a = 0; a < A; ++a) m.Add(static_cast<Acc>(q_next[a]));
-    finite = finite && m.finite;
-    next_value = m.value;
-  } else {
-    RowArgMax<Acc> m;
-    RowMax<Acc> next_finite;  // the evaluated row must be finite too
-    for (int64_t a = 0; a < A; ++a) {
-      m.Add(static_cast<Acc>(q_next_online[a]), a);
-      next_finite.Add(static_cast<Acc>(q_next[a]));
+  const int64_t taken = action_ok ? static_cast<int64_t>(action) : 0;
+  // q is scanned whole only for finiteness; its max is not needed.
+  const RowScan<Acc, T> q_scan = ScanRow<Acc, T>(q, A);
+  const Acc q_taken = static_cast<Acc>(q[taken]);
+  const RowScan<Acc, T> next_scan = ScanRow<Acc, T>(q_next, A);
+  bool finite = q_scan.finite && next_scan.finite;
+  Acc next_value = next_scan.max;
+  if (q_next_online != nullptr) {
+    // Double DQN: first index of the online network's max (strict > keeps the first).
+    Acc best = static_cast<Acc>(q_next_online[0]);
+    Acc poison = best - best;
+    int64_t best_index = 0;
+    for (int64_t a = 1; a < A; ++a) {
+      const Acc v = static_cast<Acc>(q_next_online[a]);
+      const bool better = v > best;
+      best = better ? v : best;
+      best_index = better ? a : best_index;
+      poison += v - v;
     }
-    finite = finite && m.finite && next_finite.finite;
-    next_value = m.index >= 0 ? static_cast<Acc>(q_next[m.index]) : Acc(0);
+    finite = finite && poison == Acc(0);
+    next_value = static_cast<Acc>(q_next[best_index]);
   }
   RowResult<Acc> r = FinishRow<Acc>(q_taken, next_value, static_cast<Acc>(reward),
                                     static_cast<Acc>(terminal), finite && action_ok, p);

@@ -324,6 +324,33 @@ def test_tf_function_equals_eager_with_unknown_shapes():
     np.testing.assert_array_equal(grad_g.numpy(), grad_e.numpy())
 
 
+@pytest.mark.parametrize("double_dqn", [False, True])
+def test_in_place_targets_inside_tf_function(double_dqn):
+    # Inside a graph, q below is an intermediate that only the op consumes, so the kernel
+    # may write targets into q's buffer (and the gradient into targets'): results must not
+    # change.
+    rng = np.random.default_rng(12)
+    x, q_next, actions, rewards, terminals, online = make_inputs(rng, 257, 18)
+    online = online if double_dqn else None
+
+    @tf.function
+    def fused(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = tfdqn_ops.dqn_targets(x * 2.0, q_next, actions, rewards, terminals,
+                                        q_next_online=online)
+            loss = tf.reduce_sum(out.loss)
+        return out, tape.gradient(loss, x)
+
+    out, grad = fused(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        ref = reference.dqn_targets(x * 2.0, q_next, actions, rewards, terminals, q_next_online=online)
+        ref_loss = tf.reduce_sum(ref.loss)
+    assert_outputs_close(out, ref, tf.float32)
+    np.testing.assert_allclose(grad.numpy(), tape.gradient(ref_loss, x).numpy(), rtol=1e-6, atol=1e-6)
+
+
 def test_savedmodel_round_trip_in_a_fresh_process(tmp_path):
     class Module(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)] * 2 + [
