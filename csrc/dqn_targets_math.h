@@ -174,13 +174,12 @@ TFDQN_HOSTDEVICE RowResult<Acc> FinishRow(Acc q_taken, Acc q_next_max, Acc rewar
 
 template <typename Acc>
 TFDQN_HOSTDEVICE Acc Larger(Acc a, Acc b) {
-  return b > a ? b : a;  // branch-free (maxss / fmax-like); NaN is tracked separately
+  return b > a ? b : a;  // branch-free (maxss / a select); NaN is tracked separately
 }
 
-// Max of a row and whether all of it is finite, in one pass. Four independent partial
-// maxima break the compare dependency chain (max is order-free on finite values, and a
-// row with a NaN/Inf is reported through `finite` whatever the max says); no branch
-// depends on the data, so random rows cost no mispredictions.
+// Max of a row and whether all of it is finite, in one pass, with no branch on the data
+// (random rows would mispredict). The NaN/Inf check is a separate flag because the max
+// comparison alone would skip a NaN.
 template <typename Acc, typename T>
 struct RowScan {
   Acc max;
@@ -189,30 +188,23 @@ struct RowScan {
 
 template <typename Acc, typename T>
 TFDQN_HOSTDEVICE RowScan<Acc, T> ScanRow(const T* x, int64_t A) {
-  constexpr int kLanes = 4;
-  const Acc first = static_cast<Acc>(x[0]);
-  Acc m[kLanes], poison[kLanes];
-  for (int j = 0; j < kLanes; ++j) {
-    m[j] = first;
-    poison[j] = first - first;  // 0, or NaN once any value is NaN or +-Inf
-  }
-  int64_t a = 0;
-  for (; a + kLanes <= A; a += kLanes) {
-    for (int j = 0; j < kLanes; ++j) {  // written lane by lane so g++ can use SIMD
-      const Acc v = static_cast<Acc>(x[a + j]);
-      m[j] = Larger(m[j], v);
-      poison[j] += v - v;
-    }
-  }
-  for (; a < A; ++a) {
+  Acc m = static_cast<Acc>(x[0]);
+  bool finite = IsFinite(m);
+  for (int64_t a = 1; a < A; ++a) {
     const Acc v = static_cast<Acc>(x[a]);
-    m[0] = Larger(m[0], v);
-    poison[0] += v - v;
+    m = Larger(m, v);
+    finite = finite & IsFinite(v);
   }
-  RowScan<Acc, T> out;
-  out.max = Larger(Larger(m[0], m[1]), Larger(m[2], m[3]));
-  out.finite = (poison[0] + poison[1]) + (poison[2] + poison[3]) == Acc(0);
-  return out;
+  return RowScan<Acc, T>{m, finite};
+}
+
+// Whether a whole row is finite (q's row: only q[i, a_i] enters the formula, but a NaN
+// anywhere in the network's output must not go unnoticed).
+template <typename Acc, typename T>
+TFDQN_HOSTDEVICE bool RowFinite(const T* x, int64_t A) {
+  bool finite = true;
+  for (int64_t a = 0; a < A; ++a) finite = finite & IsFinite(static_cast<Acc>(x[a]));
+  return finite;
 }
 
 #if defined(__SSE2__) && !defined(__CUDACC__)
@@ -248,6 +240,11 @@ inline RowScan<float, float> ScanRow<float, float>(const float* x, int64_t A) {
   poison = _mm_add_ps(poison, _mm_shuffle_ps(poison, poison, _MM_SHUFFLE(2, 3, 0, 1)));
   return RowScan<float, float>{_mm_cvtss_f32(m), _mm_cvtss_f32(poison) == 0.0f};
 }
+
+template <>
+inline bool RowFinite<float, float>(const float* x, int64_t A) {
+  return ScanRow<float, float>(x, A).finite;
+}
 #endif
 
 // The whole forward for one row of A >= 1 actions. `q_next_online` is null for plain DQN.
@@ -263,25 +260,24 @@ TFDQN_HOSTDEVICE RowStatus DqnTargetsRow(const T* q, const T* q_next, const T* q
   using Acc = typename Accumulator<T>::type;
   const bool action_ok = action >= 0 && static_cast<int64_t>(action) < A;
   const int64_t taken = action_ok ? static_cast<int64_t>(action) : 0;
-  // q is scanned whole only for finiteness; its max is not needed.
-  const RowScan<Acc, T> q_scan = ScanRow<Acc, T>(q, A);
+  const bool q_finite = RowFinite<Acc, T>(q, A);
   const Acc q_taken = static_cast<Acc>(q[taken]);
   const RowScan<Acc, T> next_scan = ScanRow<Acc, T>(q_next, A);
-  bool finite = q_scan.finite && next_scan.finite;
+  bool finite = q_finite && next_scan.finite;
   Acc next_value = next_scan.max;
   if (q_next_online != nullptr) {
     // Double DQN: first index of the online network's max (strict > keeps the first).
     Acc best = static_cast<Acc>(q_next_online[0]);
-    Acc poison = best - best;
+    bool online_finite = IsFinite(best);
     int64_t best_index = 0;
     for (int64_t a = 1; a < A; ++a) {
       const Acc v = static_cast<Acc>(q_next_online[a]);
       const bool better = v > best;
       best = better ? v : best;
       best_index = better ? a : best_index;
-      poison += v - v;
+      online_finite = online_finite & IsFinite(v);
     }
-    finite = finite && poison == Acc(0);
+    finite = finite && online_finite;
     next_value = static_cast<Acc>(q_next[best_index]);
   }
   RowResult<Acc> r = FinishRow<Acc>(q_taken, next_value, static_cast<Acc>(reward),
