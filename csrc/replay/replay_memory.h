@@ -110,6 +110,17 @@ class ReplayMemory {
   void SampleInto(int64_t batch_size, uint8_t* s, int32_t* a, float* r,
                   uint8_t* s2, float* term);
 
+  // Throws what SampleInto would throw for batch_size before any draw:
+  // std::invalid_argument if batch_size <= 0 or no window is valid yet.
+  void CheckSampleable(int64_t batch_size) const;
+
+  // The same draws as SampleInto, but each window's history + 1 frames are
+  // written once: windows [batch, history + 1, *frame_shape], with
+  // s = windows[:, :history] and s2 = windows[:, 1:] (they share the zero
+  // mask), so 3/8 fewer bytes are written for history 4.
+  void SampleWindowsInto(int64_t batch_size, uint8_t* windows, int32_t* a,
+                         float* r, float* term);
+
   // The state an agent acts on in stream env_index, written to out
   // ([history, *frame_shape]). With next_frame == nullptr: the last `history`
   // stored entries; otherwise next_frame (the newest observation, not yet
@@ -155,6 +166,13 @@ class ReplayMemory {
   int64_t CandidatesLocked(const Segment& seg) const;
   int64_t ValidLocked(const Segment& seg) const;
   int64_t NumValidLocked() const;
+  void CheckSampleableLocked(int64_t batch_size) const;
+  // Draws batch_size valid windows (their flat slots into scratch_) and
+  // writes a, r, term. Throws when batch_size <= 0 or no window is valid.
+  void DrawLocked(int64_t batch_size, int32_t* a, float* r, float* term);
+  // Copies the drawn windows' frames: into s and s2, or into windows.
+  void CopyLocked(int64_t batch_size, uint8_t* s, uint8_t* s2,
+                  uint8_t* windows) const;
 
   int64_t capacity_;
   std::vector<int64_t> frame_shape_;

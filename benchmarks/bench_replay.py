@@ -1,0 +1,366 @@
+"""Benchmark of tfdqn_ops.ReplayMemory against a plain copy, numpy and SB3.
+
+    python benchmarks/bench_replay.py                      # 1M x 84x84 (needs ~8 GB free)
+    python benchmarks/bench_replay.py --capacity 100000    # quicker
+
+Prints a markdown table:
+  * memory: RSS growth of the process while filling the memory to capacity;
+  * add: microseconds per `add` of one 84x84 frame while filling (pages are
+    committed then) and once full (steady state, ring overwrites);
+  * sample(32): microseconds per batch and GB/s of s + s2 written, for
+    `sample` (allocates the batch) and `sample_into` (preallocated), beside
+    a plain numpy copy of the same number of bytes (contiguous, warm source:
+    the memory-copy bandwidth the issue measures against);
+  * NumpyReplay: a vectorized numpy implementation of the same rules (below;
+    tests/test_replay.py checks it against the reference);
+  * Stable-Baselines3 `ReplayBuffer.sample` if stable_baselines3 is installed,
+    storing 4x84x84 stacked observations (its usual Atari setup) in a buffer of
+    --sb3-capacity entries (1M stacked entries would need 28 GB).
+
+One memory is alive at a time; each is freed before the next is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+class NumpyReplay:
+    """The same rules as tfdqn_ops.ReplayMemory, vectorized with numpy.
+
+    One ring segment per stream, like the C++ memory; sampling draws candidate
+    windows with numpy's generator (not the C++ sequence), rejects those whose
+    entry i+H-1 is terminal, gathers s and s2 with fancy indexing and zeroes
+    frames of earlier episodes with a mask computed once for s and s2.
+    """
+
+    def __init__(self, capacity, frame_shape=(84, 84), history=4, num_envs=1, seed=0):
+        base, extra = divmod(capacity, num_envs)
+        if base < history + 1:
+            raise ValueError(f"capacity: {capacity} is too small")
+        self.history = history
+        self.num_envs = num_envs
+        self.frame_shape = tuple(frame_shape)
+        self.caps = np.array([base + (e < extra) for e in range(num_envs)], np.int64)
+        self.begin = np.concatenate([[0], np.cumsum(self.caps)[:-1]]).astype(np.int64)
+        self.frames = np.empty((capacity,) + self.frame_shape, np.uint8)
+        self.actions = np.zeros(capacity, np.int32)
+        self.rewards = np.zeros(capacity, np.float32)
+        self.terminals = np.zeros(capacity, np.bool_)
+        self.sizes = np.zeros(num_envs, np.int64)
+        self.write = np.zeros(num_envs, np.int64)
+        self.rng = np.random.default_rng(seed)
+        self._envs = np.arange(num_envs)
+
+    def add(self, frames, actions, rewards, terminals):
+        slots = self.begin + self.write
+        self.frames[slots] = frames
+        self.actions[slots] = actions
+        self.rewards[slots] = rewards
+        self.terminals[slots] = terminals
+        self.write = (self.write + 1) % self.caps
+        self.sizes = np.minimum(self.sizes + 1, self.caps)
+
+    def window_slots(self, envs, starts):
+        """Flat slots [n, H+1] of the windows at logical positions `starts`."""
+        oldest = np.where(self.sizes[envs] == self.caps[envs], self.write[envs], 0)
+        offsets = oldest[:, None] + starts[:, None] + np.arange(self.history + 1)
+        return self.begin[envs][:, None] + offsets % self.caps[envs][:, None]
+
+    def windows(self, envs, starts):
+        """(s, a, r, s2, term) of the given windows (all assumed valid)."""
+        h = self.history
+        slots = self.window_slots(np.asarray(envs), np.asarray(starts))
+        s = self.frames[slots[:, :h]]
+        s2 = self.frames[slots[:, 1:]]
+        # zero[:, f]: frame f of the window belongs to an earlier episode, i.e.
+        # any of t[f .. H-2] is set (a reversed cumulative OR).
+        t = self.terminals[slots[:, : h - 1]]
+        zero = np.logical_or.accumulate(t[:, ::-1], axis=1)[:, ::-1]
+        if h > 1:
+            s[:, : h - 1][zero] = 0
+            s2[:, : h - 2][zero[:, 1:]] = 0
+        last = slots[:, h - 1]
+        return (s, self.actions[last], self.rewards[last], s2,
+                self.terminals[slots[:, h]].astype(np.float32))
+
+    def windows_only(self, envs, starts):
+        """(windows, a, r, term): each window's H+1 frames gathered once."""
+        h = self.history
+        slots = self.window_slots(np.asarray(envs), np.asarray(starts))
+        w = self.frames[slots]
+        t = self.terminals[slots[:, : h - 1]]
+        zero = np.logical_or.accumulate(t[:, ::-1], axis=1)[:, ::-1]
+        w[:, : h - 1][zero] = 0
+        last = slots[:, h - 1]
+        return (w, self.actions[last], self.rewards[last],
+                self.terminals[slots[:, h]].astype(np.float32))
+
+    def sample(self, batch_size, windows=False):
+        envs, starts = self.draw(batch_size)
+        return self.windows_only(envs, starts) if windows else self.windows(envs, starts)
+
+    def draw(self, batch_size):
+        counts = np.maximum(self.sizes - self.history, 0)
+        total = int(counts.sum())
+        ends = np.cumsum(counts)
+        envs, starts = [], []
+        have = 0
+        for _ in range(1000):
+            u = self.rng.integers(0, max(total, 1), size=2 * batch_size)
+            e = np.searchsorted(ends, u, side="right")
+            i = u - (ends[e] - counts[e])
+            last = self.window_slots(e, i)[:, self.history - 1]
+            ok = ~self.terminals[last]
+            envs.append(e[ok])
+            starts.append(i[ok])
+            have += int(ok.sum())
+            if have >= batch_size:
+                break
+        else:
+            raise ValueError("no valid window")
+        return np.concatenate(envs)[:batch_size], np.concatenate(starts)[:batch_size]
+
+
+def rss_bytes():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def time_calls(fn, iters, warmup=20):
+    """Median and mean microseconds of fn() over iters calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter_ns()
+        fn()
+        times.append(time.perf_counter_ns() - t0)
+    return statistics.median(times) / 1e3, statistics.fmean(times) / 1e3
+
+
+def frame_pool(n, shape, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n,) + shape, dtype=np.uint8)
+
+
+def episode_terminals(n, mean_length, seed=1):
+    """Terminal flags of episodes of random lengths (mean `mean_length`)."""
+    rng = np.random.default_rng(seed)
+    return rng.random(n) < 1.0 / mean_length
+
+
+def fill(mem, capacity, pool, terms):
+    """Adds `capacity` entries; returns microseconds per add."""
+    n_pool = len(pool)
+    actions = np.zeros(1, np.int64)
+    rewards = np.zeros(1, np.float32)
+    term = np.zeros(1, np.bool_)
+    t0 = time.perf_counter()
+    for k in range(capacity):
+        actions[0] = k % 18
+        rewards[0] = (k % 7) - 3
+        term[0] = terms[k]
+        mem.add(pool[k % n_pool][None], actions, rewards, term)
+    return (time.perf_counter() - t0) / capacity * 1e6
+
+
+def bench_cpp(args, pool, terms, rows):
+    from tfdqn_ops import ReplayMemory
+
+    shape = tuple(args.frame_shape)
+    gc.collect()
+    rss0 = rss_bytes()
+    mem = ReplayMemory(args.capacity, frame_shape=shape, history=args.history, seed=0)
+    fill_us = fill(mem, args.capacity, pool, terms)
+    rss1 = rss_bytes()
+    steady = min(args.capacity, 100_000)
+    steady_us = fill(mem, steady, pool, terms)
+    b, h = args.batch, args.history
+    rows.append(("tfdqn_ops.ReplayMemory memory (RSS growth, full)",
+                 f"{(rss1 - rss0) / 1e9:.3f} GB",
+                 f"{args.capacity:,} x {'x'.join(map(str, shape))}; frames alone "
+                 f"{args.capacity * int(np.prod(shape)) / 1e9:.3f} GB"))
+    rows.append(("tfdqn_ops.ReplayMemory add", f"{fill_us:.2f} µs",
+                 "per frame while filling (includes committing pages)"))
+    rows.append(("tfdqn_ops.ReplayMemory add", f"{steady_us:.2f} µs",
+                 "per frame once full (ring overwrite, steady state)"))
+
+    batch_bytes = 2 * b * h * int(np.prod(shape))
+    med, mean = time_calls(lambda: mem.sample(b), args.iters)
+    rows.append((f"tfdqn_ops.ReplayMemory.sample({b})", f"{med:.1f} µs",
+                 f"{batch_bytes / med / 1e3:.2f} GB/s of s+s2 (mean {mean:.1f} µs)"))
+    out = (np.empty((b, h) + shape, np.uint8), np.empty(b, np.int32),
+           np.empty(b, np.float32), np.empty((b, h) + shape, np.uint8),
+           np.empty(b, np.float32))
+    med_into, mean_into = time_calls(lambda: mem.sample_into(*out), args.iters)
+    rows.append((f"tfdqn_ops.ReplayMemory.sample_into({b})", f"{med_into:.1f} µs",
+                 f"{batch_bytes / med_into / 1e3:.2f} GB/s of s+s2 (mean {mean_into:.1f} µs)"))
+    win = (np.empty((b, h + 1) + shape, np.uint8), np.empty(b, np.int32),
+           np.empty(b, np.float32), np.empty(b, np.float32))
+    med_win, mean_win = time_calls(lambda: mem.sample_windows_into(*win), args.iters)
+    win_bytes = win[0].nbytes
+    rows.append((f"tfdqn_ops.ReplayMemory.sample_windows_into({b})", f"{med_win:.1f} µs",
+                 f"writes {win_bytes / 1e6:.2f} MB ({win_bytes / med_win / 1e3:.2f} GB/s); "
+                 f"s+s2 as views: {batch_bytes / med_win / 1e3:.2f} GB/s equivalent "
+                 f"(mean {mean_win:.1f} µs)"))
+    if args.save_load:
+        path = os.path.join(args.tmpdir, "bench_replay.bin")
+        t0 = time.perf_counter()
+        mem.save(path)
+        t_save = time.perf_counter() - t0
+        size = os.path.getsize(path)
+        del mem
+        gc.collect()
+        t0 = time.perf_counter()
+        mem = ReplayMemory.load(path)
+        t_load = time.perf_counter() - t0
+        os.remove(path)
+        rows.append(("tfdqn_ops.ReplayMemory save / load", f"{t_save:.1f} s / {t_load:.1f} s",
+                     f"{size / 1e9:.3f} GB file ({size / t_save / 1e9:.2f} / "
+                     f"{size / t_load / 1e9:.2f} GB/s, incl. fsync and checksum)"))
+    del mem
+    gc.collect()
+    return {"sample": med, "sample_into": med_into, "sample_windows_into": med_win}, batch_bytes
+
+
+def bench_copy(batch_bytes, iters, rows, cpp):
+    src = np.random.default_rng(2).integers(0, 256, batch_bytes, dtype=np.uint8)
+    dst = np.empty_like(src)
+    med, mean = time_calls(lambda: np.copyto(dst, src), iters)
+    rows.append((f"plain copy of the same {batch_bytes / 1e6:.2f} MB as s+s2 (np.copyto)",
+                 f"{med:.1f} µs",
+                 f"{batch_bytes / med / 1e3:.2f} GB/s (mean {mean:.1f} µs)"))
+    return med
+
+
+def bench_numpy(args, pool, terms, rows):
+    shape = tuple(args.frame_shape)
+    mem = NumpyReplay(args.capacity, frame_shape=shape, history=args.history, seed=0)
+    # Filled in blocks: the add path is not what is measured here.
+    for k0 in range(0, args.capacity, len(pool)):
+        k1 = min(args.capacity, k0 + len(pool))
+        mem.frames[k0:k1] = pool[: k1 - k0]
+        mem.terminals[k0:k1] = terms[k0:k1]
+    mem.sizes[:] = args.capacity
+    b = args.batch
+    iters = max(50, args.iters // 4)
+    med, mean = time_calls(lambda: mem.sample(b), iters, warmup=5)
+    rows.append((f"NumpyReplay.sample({b}) (vectorized numpy, same rules)",
+                 f"{med:.1f} µs", f"s and s2 gathered separately (mean {mean:.1f} µs)"))
+    med_w, mean_w = time_calls(lambda: mem.sample(b, windows=True), iters, warmup=5)
+    rows.append((f"NumpyReplay.sample({b}, windows=True)",
+                 f"{med_w:.1f} µs", f"each window gathered once, like sample_windows "
+                 f"(mean {mean_w:.1f} µs)"))
+    del mem
+    gc.collect()
+    return med, med_w
+
+
+def bench_sb3(args, pool, rows):
+    try:
+        import torch  # noqa: F401
+        from gymnasium import spaces
+        from stable_baselines3.common.buffers import ReplayBuffer
+    except ImportError as e:
+        rows.append(("stable_baselines3 ReplayBuffer.sample", "not run", f"not installed ({e})"))
+        return None
+    h = args.history
+    shape = (h,) + tuple(args.frame_shape)
+    cap = min(args.sb3_capacity, args.capacity)
+    obs_space = spaces.Box(0, 255, shape, np.uint8)
+    rb = ReplayBuffer(cap, obs_space, spaces.Discrete(18), device="cpu",
+                      optimize_memory_usage=True, handle_timeout_termination=False)
+    stacked = np.empty((1,) + shape, np.uint8)
+    for k in range(cap):
+        for j in range(h):
+            stacked[0, j] = pool[(k + j) % len(pool)]
+        rb.add(stacked, stacked, np.array([k % 18]), np.array([0.0]), np.array([False]), [{}])
+    import torch
+
+    iters = max(50, args.iters // 4)
+    default_threads = torch.get_num_threads()
+    results = {}
+    for threads in sorted({default_threads, 1}, reverse=True):
+        torch.set_num_threads(threads)
+        med, mean = time_calls(lambda: rb.sample(args.batch), iters, warmup=5)
+        results[threads] = med
+        rows.append((f"stable_baselines3 ReplayBuffer.sample({args.batch}), torch threads = {threads}",
+                     f"{med:.1f} µs",
+                     f"{cap:,} stacked {'x'.join(map(str, shape))} observations, "
+                     f"optimize_memory_usage=True, CPU tensors (mean {mean:.1f} µs)"))
+    torch.set_num_threads(default_threads)
+    del rb
+    gc.collect()
+    return min(results.values())  # SB3 at its best
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--capacity", type=int, default=1_000_000)
+    p.add_argument("--frame-shape", type=int, nargs="+", default=[84, 84])
+    p.add_argument("--history", type=int, default=4)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--iters", type=int, default=2000, help="timed sample calls")
+    p.add_argument("--mean-episode", type=float, default=1000.0,
+                   help="mean episode length of the synthetic stream")
+    p.add_argument("--sb3-capacity", type=int, default=100_000)
+    p.add_argument("--no-numpy", action="store_true")
+    p.add_argument("--no-sb3", action="store_true")
+    p.add_argument("--save-load", action="store_true",
+                   help="also time save() and load() (writes a file of the memory's size)")
+    p.add_argument("--tmpdir", default=".")
+    args = p.parse_args(argv)
+
+    shape = tuple(args.frame_shape)
+    pool = frame_pool(4096, shape)
+    terms = episode_terminals(args.capacity + 100_000, args.mean_episode)
+    rows = []
+    cpp, batch_bytes = bench_cpp(args, pool, terms, rows)
+    copy_us = bench_copy(batch_bytes, args.iters, rows, cpp)
+    np_us = None if args.no_numpy else bench_numpy(args, pool, terms, rows)
+    sb3_us = None if args.no_sb3 else bench_sb3(args, pool, rows)
+
+    print(f"CPU: {cpu_name()} ({os.cpu_count()} cores); Python {platform.python_version()}, "
+          f"numpy {np.__version__}")
+    print(f"command: python {' '.join([sys.argv[0]] + (argv or sys.argv[1:]))}\n")
+    print("| what | time / size | notes |")
+    print("| --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print()
+    for name in ("sample", "sample_into", "sample_windows_into"):
+        us = cpp[name]
+        line = (f"{name}({args.batch}): {us:.1f} µs, s+s2 at {100 * copy_us / us:.0f}% of the "
+                f"plain copy's rate")
+        if np_us:
+            ref = np_us[1] if name == "sample_windows_into" else np_us[0]
+            line += f"; {ref / us:.1f}x faster than NumpyReplay"
+        if sb3_us:
+            line += f"; {sb3_us / us:.1f}x faster than SB3 (its best thread setting)"
+        print(line + ".")
+
+
+if __name__ == "__main__":
+    main()

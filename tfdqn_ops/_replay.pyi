@@ -1,0 +1,86 @@
+"""Type stub of the compiled tfdqn_ops._replay module (docs: tfdqn_ops/replay.py)."""
+
+import os
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+import numpy.typing as npt
+
+_Path = Union[str, "os.PathLike[str]"]
+
+class ReplayMemory:
+    def __init__(
+        self,
+        capacity: int,
+        frame_shape: Union[int, Sequence[int]] = (84, 84),
+        history: int = 4,
+        num_envs: int = 1,
+        seed: int = 0,
+    ) -> None: ...
+    def add(
+        self,
+        frames: npt.NDArray[np.uint8],
+        actions: npt.ArrayLike,
+        rewards: npt.ArrayLike,
+        terminals: npt.ArrayLike,
+    ) -> None: ...
+    def sample(
+        self, batch_size: int
+    ) -> Tuple[
+        npt.NDArray[np.uint8],
+        npt.NDArray[np.int32],
+        npt.NDArray[np.float32],
+        npt.NDArray[np.uint8],
+        npt.NDArray[np.float32],
+    ]: ...
+    def sample_into(
+        self,
+        s: npt.NDArray[np.uint8],
+        a: npt.NDArray[np.int32],
+        r: npt.NDArray[np.float32],
+        s2: npt.NDArray[np.uint8],
+        term: npt.NDArray[np.float32],
+    ) -> None: ...
+    def sample_windows(
+        self, batch_size: int
+    ) -> Tuple[
+        npt.NDArray[np.uint8],
+        npt.NDArray[np.int32],
+        npt.NDArray[np.float32],
+        npt.NDArray[np.float32],
+    ]: ...
+    def sample_windows_into(
+        self,
+        windows: npt.NDArray[np.uint8],
+        a: npt.NDArray[np.int32],
+        r: npt.NDArray[np.float32],
+        term: npt.NDArray[np.float32],
+    ) -> None: ...
+    def acting_state(
+        self, env_index: int, frame: Optional[npt.NDArray[np.uint8]] = None
+    ) -> npt.NDArray[np.uint8]: ...
+    def acting_states(
+        self,
+        frames: Optional[npt.NDArray[np.uint8]] = None,
+        out: Optional[npt.NDArray[np.uint8]] = None,
+    ) -> npt.NDArray[np.uint8]: ...
+    def __len__(self) -> int: ...
+    def stream_size(self, env_index: int) -> int: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def history(self) -> int: ...
+    @property
+    def num_envs(self) -> int: ...
+    @property
+    def frame_shape(self) -> Tuple[int, ...]: ...
+    @property
+    def num_valid_windows(self) -> int: ...
+    @property
+    def rng_state(self) -> Tuple[int, int, int, int]: ...
+    def save(self, path: _Path) -> None: ...
+    def _save_with_failure(self, path: _Path, fail_after_bytes: int) -> None: ...
+    @staticmethod
+    def load(path: _Path) -> "ReplayMemory": ...
+
+def _xxh64(data: bytes, seed: int = 0) -> int: ...
