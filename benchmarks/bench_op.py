@@ -13,7 +13,6 @@ are compared with a plain memory copy of the same bytes (numpy, on this machine)
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
@@ -23,6 +22,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfdqn_ops  # noqa: E402
+from _machine import cpu_name  # noqa: E402
 
 DISCOUNT, R_MAX, CLIP = 0.99, 1.0, 1.0
 
@@ -76,17 +76,6 @@ def copy_bandwidth(nbytes, reps):
         np.copyto(dst, src)
         times.append(time.perf_counter() - t0)
     return nbytes / statistics.median(times)  # a copy of N/2 bytes moves N bytes
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main():

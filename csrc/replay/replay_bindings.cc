@@ -48,14 +48,6 @@ std::string ShapeOf(const py::array& arr) {
   return os.str();
 }
 
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::ostringstream os;
-  os << "[";
-  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
-  os << "]";
-  return os.str();
-}
-
 bool HasShape(const py::array& arr, const std::vector<int64_t>& shape) {
   if (arr.ndim() != static_cast<py::ssize_t>(shape.size())) return false;
   for (size_t i = 0; i < shape.size(); ++i) {

@@ -21,14 +21,6 @@ namespace {
 
 inline uint64_t Rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::ostringstream os;
-  os << "[";
-  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
-  os << "]";
-  return os.str();
-}
-
 // The file format is defined little-endian; this build writes host order.
 bool HostIsLittleEndian() {
   const uint16_t probe = 1;
@@ -45,6 +37,14 @@ constexpr uint64_t kMaxHeaderBytes = 1 << 24;
 constexpr size_t kIoChunk = size_t{1} << 24;  // 16 MiB per read/write call
 
 }  // namespace
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  os << "]";
+  return os.str();
+}
 
 // ---------------------------------------------------------------- RNG
 

@@ -192,6 +192,9 @@ class ReplayMemory {
   std::vector<int64_t> scratch_;  // per-batch window slots, reused
 };
 
+// "[84, 84]": shapes in error messages, shared with the Python binding.
+std::string ShapeString(const std::vector<int64_t>& shape);
+
 }  // namespace tfdqn
 
 #endif  // TFDQN_CSRC_REPLAY_REPLAY_MEMORY_H_
