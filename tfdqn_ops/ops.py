@@ -63,9 +63,24 @@ def dqn_targets(q, q_next, actions, rewards, terminals, *, discount=0.99, r_max=
       act as their nearest float32 values. batch == 0 gives empty outputs. A row with any
       NaN or +-Inf among its inputs (any entry of q[i], q_next[i], q_next_online[i], or
       rewards[i], terminals[i]) gets NaN in all its outputs: never a crash, never a
-      plausible number. On a GPU, where a data-dependent error cannot be raised without a
-      synchronisation, a row whose action is out of range also becomes NaN instead of
-      raising.
+      plausible number.
+
+      An action outside [0, num_actions), by where the op runs:
+
+        native CPU kernel   raises InvalidArgumentError naming the first offending
+                            position and value.
+        native GPU kernel   cannot raise (that would need a synchronisation): the row's
+                            loss, delta, q_next_max and whole targets row are NaN, so its
+                            gradient row is NaN too; the other rows are unaffected.
+        XLA (CPU and GPU)   as the GPU kernel: XLA cannot raise a data-dependent error.
+                            Nothing is read or written out of bounds.
+
+      XLA: inside `tf.function(jit_compile=True)` (and Keras `jit_compile=True`) the op
+      and its gradient are lowered to plain HLO, fused with the surrounding network. On
+      CPU the results equal the native kernels' bit for bit (tested; a zero maximum may
+      differ in sign). The GPU lowering is the same HLO, registered but not yet run on a
+      GPU. num_actions == 0 fails compilation. Shapes are static under XLA: each new
+      batch size compiles again.
     """
     discount, r_max, clip_delta = _common.check_hyperparameters(discount, r_max, clip_delta)
     library = _loader.library()
