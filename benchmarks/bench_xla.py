@@ -15,7 +15,7 @@ interleaved rounds, so slow drifts of the machine hit all variants alike; the ta
 the median and the 10th-90th percentiles in ms per update.
 
     python benchmarks/bench_xla.py                               # prints the table
-    python benchmarks/bench_xla.py --out docs/BENCHMARKS_xla.md  # and writes it there
+    python benchmarks/bench_xla.py --out /tmp/xla.md    # and writes it (docs/BENCHMARKS.md §4)
 """
 
 import argparse

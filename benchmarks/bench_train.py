@@ -1,0 +1,227 @@
+"""Trainer throughput on Pong after learning starts, and CartPole time to solve.
+
+    python benchmarks/bench_train.py                    # ours only (about 5 minutes)
+    python benchmarks/bench_train.py --sb3              # + Stable-Baselines3 (about 10 more)
+    python benchmarks/bench_train.py --out docs/BENCHMARKS_train.md
+
+Pong: `python/train.py` with DQN 3.0's default settings except a learning start of 2,000
+steps, a 100,000-transition replay and epsilon reaching its final 0.1 after 1,000 more steps
+(so it runs in a minute and measures the steady state of a long run, where 90% of the actions
+need the network; none of these changes the cost of a step), no evaluations and no
+checkpoints during the window. Agent steps
+per second are measured over the windows that start 1,000 steps after learning starts (the
+first update's tracing excluded), from the run's own metrics.jsonl, which also gives the
+wall time per phase: action selection (epsilon-greedy with the network's forward pass),
+environment step, replay add, replay sample and update, each per call.
+
+CartPole: `python/train.py --preset classic --stop-score 475` per seed: agent steps and
+seconds to the first evaluation whose mean (epsilon 0.05, full games) reaches 475.
+
+Stable-Baselines3 (optional, --sb3; needs torch and stable-baselines3): its DQN on
+PongNoFrameskip-v4 (AtariWrapper + 4-frame stack, the same schedule settings), steps/s over
+the same window and ms per `train()` call; and its RL Zoo CartPole-v1 DQN hyperparameters
+for 50,000 steps, wall time and final returns.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+TRAIN = os.path.join(REPO, "python", "train.py")
+sys.path.insert(0, HERE)
+from _machine import cpu_name  # noqa: E402
+
+PONG_LEARN_START = 2_000
+PONG_WINDOW = 4_000  # agent steps measured after learning starts (+1,000 of warm-up)
+
+
+def run_train(args, workdir):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    t = time.time()
+    result = subprocess.run([sys.executable, TRAIN, *args], cwd=workdir, env=env,
+                            capture_output=True, text=True)
+    wall = time.time() - t
+    if result.returncode != 0:
+        raise RuntimeError(f"train.py {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return wall
+
+
+def metrics(run_dir, kind):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [r for r in map(json.loads, f) if r["type"] == kind]
+
+
+def pong_ours(num_envs, workdir):
+    run_dir = os.path.join(workdir, f"pong-n{num_envs}")
+    steps = PONG_LEARN_START + 1_000 + PONG_WINDOW
+    cmd = ["--steps", str(steps), "--learn-start", str(PONG_LEARN_START),
+           "--replay-memory", "100000", "--ep-endt", "1000", "--eval-freq", "0",
+           "--save-freq", "0",
+           "--prog-freq", "1000", "--num-envs", str(num_envs), "--run-dir", run_dir]
+    run_train(cmd, workdir)
+    windows = [r for r in metrics(run_dir, "train")
+               if r["step"] - 1000 >= PONG_LEARN_START + 1000]
+    seconds = sum(1000 / r["sps"] for r in windows)
+    phases = {}
+    for key in ("act_ms", "env_ms", "replay_add_ms", "replay_sample_ms", "update_ms"):
+        phases[key] = statistics.mean(r[key] for r in windows if key in r)
+    return {"num_envs": num_envs, "sps": 1000 * len(windows) / seconds,
+            "steps": 1000 * len(windows), "command": "python python/train.py " + " ".join(
+                a if a != run_dir else "RUN_DIR" for a in cmd), **phases}
+
+
+def cartpole_ours(seed, workdir):
+    run_dir = os.path.join(workdir, f"cartpole-s{seed}")
+    wall = run_train(["--preset", "classic", "--stop-score", "475", "--seed", str(seed),
+                      "--run-dir", run_dir], workdir)
+    evals = metrics(run_dir, "eval")
+    solved = next((e for e in evals if (e["eval_mean_score"] or 0) >= 475), None)
+    return {"seed": seed, "solved": solved is not None,
+            "steps": solved["step"] if solved else None,
+            "run_seconds": solved["run_seconds"] if solved else None,
+            "process_seconds": wall, "last_eval": evals[-1]["eval_mean_score"] if evals else None}
+
+
+def pong_sb3(threads):
+    import gymnasium as gym
+    import ale_py
+    import torch
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    gym.register_envs(ale_py)
+    torch.set_num_threads(threads)
+    env = VecFrameStack(make_atari_env("PongNoFrameskip-v4", n_envs=1, seed=0), n_stack=4)
+    total = PONG_LEARN_START + 1_000 + PONG_WINDOW
+    model = DQN("CnnPolicy", env, learning_rate=2.5e-4, buffer_size=100_000,
+                learning_starts=PONG_LEARN_START, batch_size=32, gamma=0.99, train_freq=4,
+                gradient_steps=1, target_update_interval=10_000,
+                exploration_fraction=(PONG_LEARN_START + 1_000) / total,
+                exploration_final_eps=0.1, optimize_memory_usage=False, seed=0, verbose=0,
+                device="cpu")
+    update_seconds = []
+    train = model.train
+
+    def timed_train(*args, **kwargs):
+        t = time.perf_counter()
+        train(*args, **kwargs)
+        update_seconds.append(time.perf_counter() - t)
+
+    model.train = timed_train
+    marks = {}
+
+    class Mark(BaseCallback):
+        def _on_step(self):
+            if self.num_timesteps == PONG_LEARN_START + 1_000:
+                marks["start"] = (time.perf_counter(), len(update_seconds))
+            return True
+
+    model.learn(total_timesteps=total, callback=Mark())
+    end = time.perf_counter()
+    start, first_update = marks["start"]
+    seconds = end - start
+    updates = update_seconds[first_update:]
+    return {"sps": PONG_WINDOW / seconds, "update_ms": 1e3 * statistics.mean(updates),
+            "outside_update_ms": 1e3 * (seconds - sum(updates)) / PONG_WINDOW,
+            "torch_threads": torch.get_num_threads()}
+
+
+def cartpole_sb3(seed):
+    import gymnasium as gym
+    import numpy as np
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    model = DQN("MlpPolicy", "CartPole-v1", learning_rate=2.3e-3, batch_size=64,
+                buffer_size=100_000, learning_starts=1000, gamma=0.99,
+                target_update_interval=10, train_freq=256, gradient_steps=128,
+                exploration_fraction=0.16, exploration_final_eps=0.04,
+                policy_kwargs=dict(net_arch=[256, 256]), seed=seed, verbose=0, device="cpu")
+    t = time.time()
+    model.learn(total_timesteps=50_000)
+    wall = time.time() - t
+    returns = [info["r"] for info in model.ep_info_buffer]
+    mean, _ = evaluate_policy(model, gym.make("CartPole-v1"), n_eval_episodes=10,
+                              deterministic=True)
+    return {"seed": seed, "seconds": wall, "train_return_last": float(np.mean(returns)),
+            "eval_mean_greedy": float(mean)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sb3", action="store_true", help="also run Stable-Baselines3")
+    parser.add_argument("--seeds", type=int, default=3, help="CartPole seeds (default 3)")
+    parser.add_argument("--out", help="also write the markdown to this file")
+    args = parser.parse_args()
+
+    lines = []
+
+    def emit(text=""):
+        print(text, flush=True)
+        lines.append(text)
+
+    import tensorflow as tf  # noqa: F401  (version for the header only)
+    emit(f"Machine: {cpu_name()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+         f"TensorFlow {tf.__version__}. Command: `python benchmarks/bench_train.py"
+         f"{' --sb3' if args.sb3 else ''}`.")
+    emit()
+    with tempfile.TemporaryDirectory() as workdir:
+        emit(f"## Pong (ALE/Pong-v5), agent steps/s after learning starts "
+             f"({PONG_WINDOW:,} steps)")
+        emit()
+        emit("| trainer | steps/s | update (ms) | act (ms/step) | env (ms/step) | "
+             "replay add (ms/call) | replay sample (ms/batch) |")
+        emit("| --- | --- | --- | --- | --- | --- | --- |")
+        pong = [pong_ours(n, workdir) for n in (1, 4)]
+        for r in pong:
+            emit(f"| train.py --num-envs {r['num_envs']} | {r['sps']:.1f} | "
+                 f"{r['update_ms']:.1f} | {r['act_ms']:.2f} | {r['env_ms']:.2f} | "
+                 f"{r['replay_add_ms']:.3f} | {r['replay_sample_ms']:.3f} |")
+        if args.sb3:
+            for threads in (2, 1):  # torch's default here is 2; 1 avoids its sampling stall
+                sb3 = pong_sb3(threads)
+                emit(f"| SB3 DQN (torch {sb3['torch_threads']} threads) | {sb3['sps']:.1f} | "
+                     f"{sb3['update_ms']:.1f} | {sb3['outside_update_ms']:.2f} (all outside "
+                     "updates) | | | |")
+        emit()
+        emit("Command of the first row: `" + pong[0]["command"] + "`")
+        emit()
+        emit("## CartPole-v1 with --preset classic, to an evaluation mean >= 475")
+        emit()
+        emit("| seed | solved | agent steps | seconds (run) | seconds (process, incl. "
+             "start-up) | last evaluation |")
+        emit("| --- | --- | --- | --- | --- | --- |")
+        for seed in range(1, args.seeds + 1):
+            r = cartpole_ours(seed, workdir)
+            emit(f"| {seed} | {'yes' if r['solved'] else 'no'} | {r['steps'] or '-'} | "
+                 f"{r['run_seconds']:.1f} | {r['process_seconds']:.1f} | "
+                 f"{r['last_eval']:.1f} |" if r["solved"] else
+                 f"| {seed} | no | - | - | {r['process_seconds']:.1f} | {r['last_eval']} |")
+        if args.sb3:
+            emit()
+            emit("SB3 DQN, RL Zoo CartPole-v1 hyperparameters, 50,000 steps:")
+            emit()
+            emit("| seed | seconds | mean training return (last 100 episodes) | "
+                 "greedy evaluation mean (10 episodes) |")
+            emit("| --- | --- | --- | --- |")
+            for seed in range(1, args.seeds + 1):
+                r = cartpole_sb3(seed)
+                emit(f"| {seed} | {r['seconds']:.1f} | {r['train_return_last']:.1f} | "
+                     f"{r['eval_mean_greedy']:.1f} |")
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

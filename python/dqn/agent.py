@@ -1,0 +1,262 @@
+"""The agent: DQN 3.0's schedules as pure functions, action selection, and the update.
+
+Step counting follows NeuralQLearner.lua `perceive`: with `step` the number of agent steps
+taken before this one (DQN 3.0's numSteps), an agent step acts with epsilon(step), stores its
+transition, learns if `is_update_step(step)`, then counts itself (step + 1) and copies the
+target network if `is_target_copy_step(step + 1)`.
+"""
+
+from typing import Callable, List, NamedTuple, Sequence, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tfdqn_ops
+from dqn import networks
+
+
+# --------------------------------------------------------------------------------------------
+# Schedules (pure functions of the agent step)
+
+
+def linearly_decaying_epsilon(step: int, *, learn_start: int, ep_start: float, ep_end: float,
+                              ep_endt: int) -> float:
+    """ep_start until learn_start, then linear to ep_end over ep_endt steps, then ep_end.
+
+    NeuralQLearner.lua eGreedy: ep_end + max(0, (ep_start - ep_end) *
+    (ep_endt - max(0, numSteps - learn_start)) / ep_endt).
+    """
+    if ep_endt <= 0:
+        return ep_start if step <= learn_start else ep_end
+    remaining = ep_endt - max(0, step - learn_start)
+    return ep_end + max(0.0, (ep_start - ep_end) * remaining / ep_endt)
+
+
+def is_update_step(step: int, learn_start: int, update_freq: int) -> bool:
+    """A learning call happens after the transition of agent step `step` (DQN 3.0:
+    numSteps > learn_start and numSteps % update_freq == 0)."""
+    return step > learn_start and step % update_freq == 0
+
+
+def is_target_copy_step(count: int, target_q: int) -> bool:
+    """The target network is copied when the step count, just incremented, is 1 mod target_q
+    (DQN 3.0: numSteps % target_q == 1), so it picks up the update made one step before."""
+    return count % target_q == 1 % target_q
+
+
+def learning_events(step: int, num_steps: int, *, learn_start: int, update_freq: int,
+                    n_replay: int, target_q: int) -> List[Tuple[str, int]]:
+    """What follows agent steps step .. step + num_steps - 1 (one loop iteration over N envs).
+
+    Returns ("update", k) and ("copy", 0) events in DQN 3.0's order: after agent step s, an
+    update call of n_replay minibatches if is_update_step(s), then a target copy if
+    is_target_copy_step(s + 1). Updates with no copy between them are merged into one event
+    (they see the same replay contents and run in the same order in one call), so N envs
+    make exactly the updates and copies that one env makes over the same agent steps.
+    """
+    events, pending = [], 0
+    for s in range(step, step + num_steps):
+        if is_update_step(s, learn_start, update_freq):
+            pending += n_replay
+        if is_target_copy_step(s + 1, target_q):
+            if pending:
+                events.append(("update", pending))
+                pending = 0
+            events.append(("copy", 0))
+    if pending:
+        events.append(("update", pending))
+    return events
+
+
+# --------------------------------------------------------------------------------------------
+# Acting
+
+
+def greedy_actions(q: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """argmax over actions of q [N, A], ties broken uniformly at random (DQN 3.0 greedy)."""
+    q = np.asarray(q)
+    best = q == q.max(axis=1, keepdims=True)
+    noise = rng.random(q.shape)
+    return np.where(best, noise, -1.0).argmax(axis=1)
+
+
+def select_actions(q_values: Callable[[np.ndarray], np.ndarray], states: np.ndarray,
+                   epsilon: float, n_actions: int, rng: np.random.Generator) -> np.ndarray:
+    """Epsilon-greedy actions [N] for states [N, ...]; the network runs only if one env is
+    greedy (a step at epsilon 1 costs no forward pass)."""
+    n = len(states)
+    explore = rng.random(n) < epsilon
+    actions = rng.integers(0, n_actions, n)
+    if not explore.all():
+        actions = np.where(explore, actions, greedy_actions(q_values(states), rng))
+    return actions
+
+
+# --------------------------------------------------------------------------------------------
+# Learning
+
+
+class UpdateStats(NamedTuple):
+    loss: tf.Tensor     # mean per-transition Huber loss of the batch
+    mean_q: tf.Tensor   # mean over the batch of max_a Q(s, a), DQN 3.0's V estimate
+
+
+class JitCompileError(RuntimeError):
+    """--jit-compile was asked for and XLA cannot compile the update."""
+
+
+def rmsprop(lr: float) -> keras.optimizers.Optimizer:
+    """DQN 3.0's optimizer (reference §2): g = .95 g + .05 dw, g2 = .95 g2 + .05 dw^2,
+    w += lr dw / sqrt(g2 - g^2 + 0.01). Keras 3 has this form, epsilon inside the sqrt, when
+    the loss is a SUM over the batch."""
+    return keras.optimizers.RMSprop(learning_rate=lr, rho=0.95, momentum=0.0, epsilon=0.01,
+                                    centered=True)
+
+
+def make_optimizer(name: str, lr: float) -> keras.optimizers.Optimizer:
+    """'rmsprop' (DQN 3.0) or 'adam'.
+
+    Centered RMSprop divides by the gradient's standard deviation plus 0.01: when the
+    gradient keeps the same sign (a small task whose values all rise together), its steps
+    grow to ~10 x lr x |dw| and Q can diverge; Adam's steps stay near lr. Both see the summed
+    loss; Adam does not depend on the gradient's scale.
+    """
+    if name == "rmsprop":
+        return rmsprop(lr)
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=lr)
+    raise ValueError(f"unknown optimizer {name!r} (expected 'rmsprop' or 'adam')")
+
+
+class Agent:
+    """Online and target networks, the optimizer, and the update as one tf.function.
+
+    Args:
+      make_network: builds a fresh Keras model (called twice: online and target).
+      state_spec: tf.TensorSpec of one state without the batch dim, e.g. uint8 [4, 84, 84].
+      discount, clip_delta, lr, double_dqn, optimizer: the update's settings.
+      jit_compile: compile the update with XLA (raises JitCompileError if it cannot).
+      jit_act: compile the acting forward pass (q_values) with XLA.
+    """
+
+    def __init__(self, make_network: Callable[[], keras.Model], state_spec: tf.TensorSpec, *,
+                 discount: float, clip_delta: float, lr: float, double_dqn: bool = False,
+                 optimizer: str = "rmsprop", jit_compile: bool = False,
+                 jit_act: bool = False):
+        self.online = make_network()
+        self.target = make_network()
+        networks.copy_weights(self.online, self.target)
+        self.optimizer = make_optimizer(optimizer, lr)
+        self.optimizer.build(self.online.trainable_variables)
+        self.discount = float(discount)
+        self.clip_delta = float(clip_delta)
+        self.double_dqn = bool(double_dqn)
+        hist = state_spec.shape[0]
+        # K minibatches of B windows of hist + 1 frames: s = window[:-1], s2 = window[1:].
+        windows = tf.TensorSpec([None, None, hist + 1, *state_spec.shape[1:]], state_spec.dtype)
+        batch = tf.TensorSpec([None, None], tf.float32)
+        update_args = [windows, tf.TensorSpec([None, None], tf.int32), batch, batch]
+        states = tf.TensorSpec([None, *state_spec.shape], state_spec.dtype)
+        self._update = tf.function(self._update_steps, jit_compile=jit_compile,
+                                   input_signature=update_args)
+        self._update_then_q = tf.function(self._update_steps_then_q, jit_compile=jit_compile,
+                                          input_signature=update_args + [states])
+        self._q = networks.compile_q(self.online, state_spec, jit_compile=jit_act)
+        self._copy = tf.function(lambda: networks.copy_weights(self.online, self.target))
+        if jit_compile:
+            self._check_jit(windows)
+        self._update_fn = self._update.get_concrete_function()
+        self._update_then_q_fn = self._update_then_q.get_concrete_function()
+
+    def _update_steps(self, windows, actions, rewards, terminals):
+        """K minibatch updates in a row, in one call (K = n_replay or more: the updates of
+        consecutive agent steps with no target copy between them)."""
+        loss_sum = tf.constant(0.0)
+        q_sum = tf.constant(0.0)
+        k = tf.shape(windows)[0]
+        for i in tf.range(k):
+            loss, mean_q = self._update_step(windows[i], actions[i], rewards[i], terminals[i])
+            loss_sum += loss
+            q_sum += mean_q
+        k = tf.cast(k, tf.float32)
+        return UpdateStats(loss_sum / k, q_sum / k)
+
+    def _update_steps_then_q(self, windows, actions, rewards, terminals, states):
+        """The updates, then Q(states) with the updated weights (the reads of the weights are
+        ordered after the optimizer's writes by tf.function's automatic control deps)."""
+        stats = self._update_steps(windows, actions, rewards, terminals)
+        return stats, self.online(states, training=False)
+
+    def _update_step(self, windows, actions, rewards, terminals):
+        s, s2 = windows[:, :-1], windows[:, 1:]
+        q_next = self.target(s2, training=False)
+        q_next_online = self.online(s2, training=False) if self.double_dqn else None
+        variables = self.online.trainable_variables
+        with tf.GradientTape() as tape:
+            q = self.online(s, training=True)
+            out = tfdqn_ops.dqn_targets(q, q_next, actions, rewards, terminals,
+                                        discount=self.discount, r_max=1.0,
+                                        clip_delta=self.clip_delta, q_next_online=q_next_online)
+            # A SUM: its gradient is DQN 3.0's -dw (see tfdqn_ops.dqn_targets).
+            loss = tf.reduce_sum(out.loss)
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        batch = tf.cast(tf.shape(q)[0], tf.float32)
+        return loss / batch, tf.reduce_mean(tf.reduce_max(q, axis=1))
+
+    def _check_jit(self, windows_spec):
+        shape = [1 if d is None else d for d in windows_spec.shape]
+        dummy = (tf.zeros(shape, windows_spec.dtype), tf.zeros([1, 1], tf.int32),
+                 tf.zeros([1, 1]), tf.zeros([1, 1]))
+        try:  # lowers to HLO without running (and so without touching the weights)
+            self._update.experimental_get_compiler_ir(*dummy)(stage="hlo")
+        except Exception as e:  # noqa: BLE001 - any lowering failure means: cannot compile
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise JitCompileError(
+                f"--jit-compile: XLA cannot compile the update step ({first[:300]}); an "
+                "installed tfdqn_ops older than its XLA lowering does this. Run without "
+                "--jit-compile.") from e
+
+    def update(self, windows, actions, rewards, terminals, next_states=None):
+        """K minibatch steps, one after the other. windows [K, B, hist + 1, ...] (the network
+        input's dtype), actions int32 [K, B], rewards float32 [K, B] (clipped), terminals
+        float32 [K, B] (1: s2 is terminal).
+
+        Returns UpdateStats (mean loss, mean max Q), and with next_states [N, hist, ...] also
+        Q(next_states) [N, A] numpy from the updated network: the next action selection's
+        forward pass, in the same call (it saves a call, ~1-2 ms on CPU, per update).
+        """
+        if next_states is None:
+            return self._update_fn(windows, actions, rewards, terminals)
+        stats, q = self._update_then_q_fn(windows, actions, rewards, terminals, next_states)
+        return stats, q.numpy()
+
+    def q_values(self, states) -> np.ndarray:
+        """Q [N, A] float32 of the online network for states [N, hist, ...]."""
+        return self._q(states)
+
+    def copy_target(self) -> None:
+        self._copy()
+
+    # Checkpoints: everything the update depends on, as numpy arrays.
+    def get_state(self) -> dict:
+        return {"online": [w.numpy() for w in self.online.weights],
+                "target": [w.numpy() for w in self.target.weights],
+                "optimizer": [v.numpy() for v in self.optimizer.variables]}
+
+    def set_state(self, state: dict) -> None:
+        for name, variables in (("online", self.online.weights),
+                                ("target", self.target.weights),
+                                ("optimizer", self.optimizer.variables)):
+            _assign_all(variables, state[name], name)
+
+
+def _assign_all(variables: Sequence[tf.Variable], values: Sequence[np.ndarray], what: str):
+    if len(variables) != len(values):
+        raise ValueError(f"checkpoint has {len(values)} {what} variables, the model "
+                         f"{len(variables)}")
+    for var, value in zip(variables, values):
+        if tuple(var.shape) != tuple(np.shape(value)):
+            raise ValueError(f"checkpoint {what} variable {getattr(var, 'path', var.name)} has "
+                             f"shape {np.shape(value)}, the model {tuple(var.shape)}")
+        var.assign(value)

@@ -1,0 +1,249 @@
+"""Every setting of a run, with its default, in one dataclass; presets; flags; validation.
+
+Defaults are DQN 3.0's (deepmind/dqn `run_gpu` and `NeuralQLearner.lua`), all counted in agent
+steps (one agent step = one action of one environment = `actrep` emulator frames). Flag names
+are DQN 3.0's option names in kebab case (`learn_start` -> `--learn-start`).
+
+A preset replaces some defaults; a flag given on the command line always wins over the preset.
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Sequence, Tuple
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the flag and the value received."""
+
+
+def _opt(default, help_text, parse=None, choices=None):
+    return field(default=default, metadata={"help": help_text, "parse": parse, "choices": choices})
+
+
+def _parse_ints(text):
+    try:
+        return tuple(int(part) for part in str(text).split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
+@dataclass
+class Config:
+    # --- environment -------------------------------------------------------------------
+    env: str = _opt("ALE/Pong-v5", "gymnasium id: ALE/<Game>-v5, or an env with a 1-D Box "
+                    "observation and Discrete actions (e.g. CartPole-v1 with --preset classic)")
+    preset: str = _opt("atari", "atari: DQN 3.0's settings; classic: small settings for "
+                       "vector-observation envs like CartPole (explicit flags still win)",
+                       choices=("atari", "classic"))
+    num_envs: int = _opt(1, "environments stepped together; each step of each is one agent "
+                         "step, and updates per agent step stay the same")
+    actrep: int = _opt(4, "emulator frames per agent step, rewards summed, the observation "
+                       "is the max of the last 2 frames (Atari only)")
+    random_starts: int = _opt(30, "1..N no-op frames after each new game and each lost life "
+                              "(Atari only; 0: none)")
+    hist_len: int = _opt(4, "frames (observations) stacked into the network's input")
+    reward_clip: float = _opt(1.0, "rewards for learning are clipped to [-x, x] (0: no clip); "
+                              "reported scores are never clipped")
+    # --- schedule (agent steps) ---------------------------------------------------------
+    steps: int = _opt(50_000_000, "agent steps to train for")
+    learn_start: int = _opt(50_000, "agent steps of acting at --ep-start before learning")
+    replay_memory: int = _opt(1_000_000, "replay capacity in transitions (all envs together)")
+    update_freq: int = _opt(4, "one learning call every this many agent steps")
+    n_replay: int = _opt(1, "minibatch updates per learning call")
+    target_q: int = _opt(10_000, "copy the network to the target network when "
+                         "step % target_q == 1")
+    ep_start: float = _opt(1.0, "epsilon until --learn-start (DQN 3.0's ep)")
+    ep_end: float = _opt(0.1, "final epsilon")
+    ep_endt: int = _opt(1_000_000, "agent steps after --learn-start to anneal epsilon over")
+    # --- the update ---------------------------------------------------------------------
+    minibatch_size: int = _opt(32, "transitions per update")
+    lr: float = _opt(2.5e-4, "learning rate of centered RMSprop (rho 0.95, epsilon 0.01 inside "
+                     "the sqrt, no momentum) on the summed loss")
+    optimizer: str = _opt("rmsprop", "rmsprop: DQN 3.0's centered RMSprop; adam: Adam "
+                          "(Keras defaults but --lr), steadier on small tasks",
+                          choices=("rmsprop", "adam"))
+    discount: float = _opt(0.99, "discount factor gamma")
+    clip_delta: float = _opt(1.0, "TD errors clipped to [-x, x] in the gradient (Huber loss); "
+                             "0: no clip")
+    double_dqn: bool = _opt(False, "double DQN: the online network picks the next action")
+    network: str = _opt("auto", "auto: nature for Atari, mlp for vector observations",
+                        choices=("auto", "nature", "mlp"))
+    mlp_hidden: Tuple[int, ...] = _opt((256, 256), "hidden layer sizes of the MLP, e.g. 64,64",
+                                       parse=_parse_ints)
+    # --- evaluation ---------------------------------------------------------------------
+    eval_freq: int = _opt(250_000, "evaluate every this many agent steps after learning "
+                          "starts (0: never)")
+    eval_steps: int = _opt(125_000, "agent steps per evaluation (full games; unfinished "
+                           "games do not count)")
+    eval_ep: float = _opt(0.05, "epsilon during evaluation")
+    eval_envs: int = _opt(1, "environments played together in an evaluation, sharing its "
+                          "--eval-steps")
+    stop_score: Optional[float] = _opt(None, "stop when an evaluation's mean score reaches "
+                                       "this (default: never)", parse=float)
+    # --- outputs ------------------------------------------------------------------------
+    run_dir: Optional[str] = _opt(None, "where summaries, metrics.jsonl, config.json and "
+                                  "checkpoints go (default: runs/<env>-s<seed>-<time>)",
+                                  parse=str)
+    save_freq: int = _opt(125_000, "checkpoint every this many agent steps (0: only at the "
+                          "end and on SIGINT/SIGTERM)")
+    prog_freq: int = _opt(10_000, "TensorBoard training summaries every this many agent steps")
+    resume: Optional[str] = _opt(None, "continue the run in this directory from its latest "
+                                 "checkpoint (its config.json is used; flags like --steps "
+                                 "may extend it)", parse=str)
+    # --- misc ---------------------------------------------------------------------------
+    seed: int = _opt(1, "seed of networks, exploration, environments and replay sampling")
+    jit_compile: bool = _opt(False, "compile the update with XLA (exit code 2 if XLA cannot "
+                             "compile it; on CPU XLA's convolution gradients are ~10x slower)")
+    jit_act: bool = _opt(True, "compile the acting forward pass with XLA (~0.5 ms less per "
+                         "call on CPU)")
+    tf_threads: int = _opt(0, "TensorFlow intra-op threads (0: TensorFlow's default)")
+
+
+# Settings for small vector-observation tasks, close to RL Zoo's tuned CartPole-v1 DQN (Adam,
+# 256x256, about 0.5 updates per step, a target copy every ~128 updates). DQN 3.0's centered
+# RMSprop can diverge here (see agent.make_optimizer).
+PRESETS: Dict[str, Dict[str, object]] = {
+    "atari": {},
+    "classic": dict(
+        env="CartPole-v1", num_envs=8, actrep=1, random_starts=0, hist_len=1,
+        steps=50_000, learn_start=1_000, replay_memory=50_000, update_freq=4, n_replay=2,
+        target_q=256, ep_end=0.04, ep_endt=8_000,
+        minibatch_size=64, optimizer="adam", lr=1e-3, mlp_hidden=(256, 256),
+        eval_freq=2_500, eval_steps=5_000, eval_envs=8, save_freq=10_000, prog_freq=1_000,
+    ),
+}
+
+# What may differ from the run's config.json on --resume (nothing that shapes the state).
+RESUMABLE_OVERRIDES = ("steps", "eval_freq", "eval_steps", "eval_ep", "eval_envs",
+                       "stop_score", "save_freq", "prog_freq", "jit_compile", "jit_act",
+                       "tf_threads")
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
+    """Flags generated from `Config`; only flags given on the command line end up set."""
+    parser = argparse.ArgumentParser(
+        prog=prog, argument_default=argparse.SUPPRESS,
+        description="Train DQN as DeepMind's DQN 3.0 did (defaults), on gymnasium + ale-py, "
+                    "with the tfdqn_ops target op and replay memory.")
+    classic = PRESETS["classic"]
+    for f in dataclasses.fields(Config):
+        meta = f.metadata
+        shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        help_text = meta["help"]
+        if "default:" not in help_text:  # Optional settings explain their None themselves
+            help_text += f" (default: {shown}"
+            if f.name in classic:
+                value = classic[f.name]
+                help_text += "; classic: " + (",".join(map(str, value))
+                                              if isinstance(value, tuple) else str(value))
+            help_text += ")"
+        kwargs = dict(help=help_text.replace("%", "%%"))  # argparse formats help with %
+        if isinstance(f.default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = meta["parse"] or type(f.default)
+            kwargs["metavar"] = f.name.upper()
+            if meta["choices"]:
+                kwargs["choices"] = meta["choices"]
+        parser.add_argument(flag(f.name), **kwargs)
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[Config, Dict[str, object]]:
+    """Command line -> (Config with preset and flags applied, the flags given explicitly)."""
+    explicit = vars(build_parser().parse_args(argv))
+    preset = explicit.get("preset", Config.preset)
+    cfg = dataclasses.replace(Config(), **PRESETS[preset])
+    cfg = dataclasses.replace(cfg, **explicit)
+    return cfg, explicit
+
+
+def validate(cfg: Config) -> None:
+    """Raise ConfigError for the first setting that cannot work (env ids are checked later)."""
+
+    def need(ok, name, what):
+        if not ok:
+            raise ConfigError(f"{flag(name)} {what}, got {getattr(cfg, name)!r}")
+
+    def finite(name):
+        need(math.isfinite(getattr(cfg, name)), name, "must be a finite number")
+
+    for name in ("ep_start", "ep_end", "eval_ep"):
+        finite(name)
+        need(0.0 <= getattr(cfg, name) <= 1.0, name, "is an epsilon and must be in [0, 1]")
+    for name in ("steps", "num_envs", "eval_envs", "actrep", "hist_len", "update_freq", "n_replay",
+                 "target_q", "minibatch_size", "prog_freq"):
+        need(getattr(cfg, name) >= 1, name, "must be a positive integer")
+    for name in ("learn_start", "ep_endt", "random_starts", "eval_freq", "eval_steps",
+                 "save_freq", "tf_threads"):
+        need(getattr(cfg, name) >= 0, name, "must be >= 0")
+    for name in ("lr", "discount", "clip_delta", "reward_clip"):
+        finite(name)
+    need(cfg.lr > 0, "lr", "must be > 0")
+    need(0.0 <= cfg.discount <= 1.0, "discount", "must be in [0, 1]")
+    need(cfg.clip_delta >= 0, "clip_delta", "must be >= 0 (0: no clip)")
+    need(cfg.reward_clip >= 0, "reward_clip", "must be >= 0 (0: no clip)")
+    need(len(cfg.mlp_hidden) > 0 and all(h >= 1 for h in cfg.mlp_hidden), "mlp_hidden",
+         "must be one or more positive integers")
+    if cfg.replay_memory < cfg.minibatch_size:
+        raise ConfigError(f"--replay-memory {cfg.replay_memory} is smaller than "
+                          f"--minibatch-size {cfg.minibatch_size}")
+    per_stream = cfg.replay_memory // cfg.num_envs
+    if per_stream < cfg.hist_len + 1:
+        raise ConfigError(f"--replay-memory {cfg.replay_memory} leaves {per_stream} entries per "
+                          f"environment (--num-envs {cfg.num_envs}); each needs at least "
+                          f"--hist-len + 1 = {cfg.hist_len + 1}")
+    if cfg.stop_score is not None and math.isnan(cfg.stop_score):
+        raise ConfigError("--stop-score must be a number, got nan")
+
+
+def config_to_json(cfg: Config) -> str:
+    return json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=False) + "\n"
+
+
+def config_from_dict(values: Dict[str, object]) -> Config:
+    known = {k: v for k, v in values.items() if k in FIELDS}
+    if "mlp_hidden" in known:
+        known["mlp_hidden"] = tuple(known["mlp_hidden"])
+    return Config(**known)
+
+
+def resume_config(run_dir: str, explicit: Dict[str, object]) -> Config:
+    """The config of the run in `run_dir`, with the few flags that may change applied."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isdir(run_dir):
+        raise ConfigError(f"--resume {run_dir!r}: no such directory")
+    if not os.path.isfile(path):
+        raise ConfigError(f"--resume {run_dir!r} is not a run directory (no config.json)")
+    try:
+        with open(path) as f:
+            saved = config_from_dict(json.load(f))
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"--resume {run_dir!r}: config.json is unreadable ({e})")
+    changed = sorted(name for name, value in explicit.items()
+                     if name not in ("resume", "run_dir", "preset")
+                     and name not in RESUMABLE_OVERRIDES and getattr(saved, name) != value)
+    if changed:
+        raise ConfigError(
+            "--resume cannot change " + ", ".join(flag(n) for n in changed) + " (a resumed "
+            "run keeps the settings its state was made with); only "
+            + ", ".join(flag(n) for n in RESUMABLE_OVERRIDES) + " may be given")
+    overrides = {n: explicit[n] for n in RESUMABLE_OVERRIDES if n in explicit}
+    return dataclasses.replace(saved, resume=run_dir, run_dir=run_dir, **overrides)
+
+
+def fail(message: str, prog: str = "train.py") -> "NoReturn":  # noqa: F821
+    """One clear line on stderr and exit code 2 (the code argparse uses for usage errors)."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,525 @@
+"""The trainer (python/train.py, python/evaluate.py, python/dqn/): schedules, acting, the
+update, the Atari wrapper, bad input, and whole runs (Pong smoke + exact resume, crash and
+signal safety, CartPole learning).
+
+Whole runs go through subprocesses exactly as a user starts them. The file takes about 2-3
+minutes on a 2-core CPU; the CartPole learning test is marked slow but runs by default.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+gym = pytest.importorskip("gymnasium", reason="the trainer needs gymnasium (pip install .[atari])")
+pytest.importorskip("ale_py", reason="the trainer needs ale-py (pip install .[atari])")
+pytest.importorskip("cv2", reason="the trainer needs opencv-python-headless")
+
+import tensorflow as tf  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "python"))
+
+from dqn import agent as agent_lib  # noqa: E402
+from dqn import checkpoint, config, envs, networks  # noqa: E402
+
+TRAIN = str(REPO / "python" / "train.py")
+EVALUATE = str(REPO / "python" / "evaluate.py")
+
+# A Pong run small enough for a test: learning from step 50, an evaluation long enough to
+# finish a game (an untrained greedy agent loses 0-21 in ~800 steps), two environments.
+PONG_TINY = ["--steps", "300", "--learn-start", "50", "--replay-memory", "2000",
+             "--update-freq", "4", "--target-q", "100", "--ep-endt", "500",
+             "--eval-freq", "250", "--eval-steps", "1500", "--save-freq", "150",
+             "--prog-freq", "100", "--num-envs", "2"]
+
+
+def run(args, cwd, timeout=240, env_extra=None, script=TRAIN):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env_extra or {}))
+    return subprocess.run([sys.executable, script, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def read_metrics(run_dir, kind):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [r for r in map(json.loads, f) if r["type"] == kind]
+
+
+def load_networks(ckpt_dir):
+    with np.load(os.path.join(ckpt_dir, "networks.npz")) as data:
+        return {k: data[k] for k in data.files}
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules
+
+
+def test_epsilon_schedule_dqn3_defaults():
+    cfg = config.Config()
+    eps = lambda s: agent_lib.linearly_decaying_epsilon(  # noqa: E731
+        s, learn_start=cfg.learn_start, ep_start=cfg.ep_start, ep_end=cfg.ep_end,
+        ep_endt=cfg.ep_endt)
+    assert eps(0) == 1.0 and eps(50_000) == 1.0                # random play until learn_start
+    assert eps(50_001) == pytest.approx(1.0 - 0.9 / 1_000_000)
+    assert eps(550_000) == pytest.approx(0.55)                 # halfway
+    assert eps(1_050_000) == pytest.approx(0.1)                # the end of the ramp
+    assert eps(5_000_000) == pytest.approx(0.1)                # then constant
+    values = [eps(s) for s in range(0, 1_200_000, 997)]
+    assert all(a >= b for a, b in zip(values, values[1:]))     # never increases
+
+
+def test_update_and_target_copy_timing():
+    assert not agent_lib.is_update_step(50_000, 50_000, 4)     # numSteps > learn_start
+    assert agent_lib.is_update_step(50_004, 50_000, 4)
+    assert not agent_lib.is_update_step(50_005, 50_000, 4)
+    copies = [c for c in range(1, 40_003) if agent_lib.is_target_copy_step(c, 10_000)]
+    assert copies == [1, 10_001, 20_001, 30_001, 40_001]       # step % target_q == 1
+    # After agent step s comes its update, then the count s + 1 decides the copy: the target
+    # picks up the update made at the step that is a multiple of target_q.
+    events = agent_lib.learning_events(0, 21, learn_start=0, update_freq=4, n_replay=1,
+                                       target_q=8)
+    assert events == [("copy", 0), ("update", 2), ("copy", 0), ("update", 2), ("copy", 0),
+                      ("update", 1)]
+
+
+@pytest.mark.parametrize("num_envs", [2, 3, 4, 8])
+def test_num_envs_keeps_updates_and_copies_per_agent_step(num_envs):
+    """N envs run the same sequence of updates and copies as one env over the same steps."""
+    kw = dict(learn_start=10, update_freq=4, n_replay=2, target_q=24)
+
+    def flat(events):
+        return "".join("u" * k if e == "update" else "c" for e, k in events)
+
+    total = 24 * 10 * num_envs
+    one = flat(agent_lib.learning_events(0, total, **kw))
+    many = "".join(flat(agent_lib.learning_events(s, num_envs, **kw))
+                   for s in range(0, total, num_envs))
+    assert many == one
+    assert one.count("u") == 2 * len([s for s in range(total) if s > 10 and s % 4 == 0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Acting
+
+
+def test_greedy_ties_are_broken_uniformly_at_random():
+    rng = np.random.default_rng(0)
+    q = np.array([[1.0, 3.0, 3.0, 0.0, 3.0]] * 6000, np.float32)
+    picks = agent_lib.greedy_actions(q, rng)
+    counts = np.bincount(picks, minlength=5)
+    assert counts[0] == counts[3] == 0
+    # each of the 3 tied actions: binomial(6000, 1/3), sd ~36.5; 5 sd bounds
+    assert np.all(np.abs(counts[[1, 2, 4]] - 2000) < 185), counts
+
+
+def test_action_selection_with_a_fixed_network():
+    """A real network whose Q(s, .) is fixed to [2, 5, 5, 1]: epsilon 0 picks actions 1 and 2
+    about equally and nothing else; epsilon 0.5 adds uniform random actions."""
+    spec = networks.state_spec("mlp", 1, (3,))
+    model = networks.build_network("mlp", 4, spec, (8,))
+    for w in model.weights:
+        w.assign(tf.zeros_like(w))
+    model.get_layer("q").bias.assign([2.0, 5.0, 5.0, 1.0])
+    q_values = networks.compile_q(model, spec)
+    states = np.random.default_rng(1).standard_normal((4000, 1, 3)).astype(np.float32)
+    rng = np.random.default_rng(2)
+    greedy = agent_lib.select_actions(q_values, states, 0.0, 4, rng)
+    counts = np.bincount(greedy, minlength=4)
+    assert counts[0] == counts[3] == 0 and abs(counts[1] - 2000) < 160, counts
+    mixed = np.bincount(agent_lib.select_actions(q_values, states, 0.5, 4, rng), minlength=4)
+    # P(action 0) = P(action 3) = 0.5 / 4; P(1) = P(2) = 0.5 / 4 + 0.5 / 2
+    assert all(abs(mixed[a] - 500) < 120 for a in (0, 3)), mixed
+    assert all(abs(mixed[a] - 1500) < 160 for a in (1, 2)), mixed
+
+
+def test_epsilon_one_never_runs_the_network():
+    def no_network(states):
+        raise AssertionError("the network ran at epsilon 1")
+
+    actions = agent_lib.select_actions(no_network, np.zeros((5, 1)), 1.0, 3,
+                                       np.random.default_rng(0))
+    assert actions.shape == (5,) and set(actions) <= {0, 1, 2}
+
+
+# ---------------------------------------------------------------------------------------------
+# The update
+
+
+def _mlp_agent(optimizer="rmsprop", double_dqn=False):
+    spec = networks.state_spec("mlp", 2, (3,))
+    tf.keras.utils.set_random_seed(0)
+    agent = agent_lib.Agent(lambda: networks.build_network("mlp", 4, spec, (16,)), spec,
+                            discount=0.99, clip_delta=1.0, lr=1e-3, double_dqn=double_dqn,
+                            optimizer=optimizer)
+    for w in agent.target.weights:  # a target that differs from the online network
+        w.assign(w * 1.5)
+    return agent, spec
+
+
+def _batches(k, b=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((k, b, 3, 3)).astype(np.float32),
+            rng.integers(0, 4, (k, b)).astype(np.int32),
+            rng.choice([-1.0, 0.0, 1.0], (k, b)).astype(np.float32),
+            (rng.random((k, b)) < 0.2).astype(np.float32))
+
+
+@pytest.mark.parametrize("double_dqn", [False, True])
+def test_update_is_huber_sum_with_dqn3_rmsprop(double_dqn):
+    """K fused updates == K steps of a plain-TF Huber(sum) loss with the same RMSprop."""
+    agent, spec = _mlp_agent(double_dqn=double_dqn)
+    online = networks.build_network("mlp", 4, spec, (16,))
+    target = networks.build_network("mlp", 4, spec, (16,))
+    networks.copy_weights(agent.online, online)
+    networks.copy_weights(agent.target, target)
+    optimizer = agent_lib.rmsprop(1e-3)
+    optimizer.build(online.trainable_variables)
+    windows, actions, rewards, terminals = _batches(3)
+    agent.update(windows, actions, rewards, terminals)
+    huber = tf.keras.losses.Huber(delta=1.0, reduction=None)
+    for k in range(3):
+        s, s2 = windows[k][:, :-1], windows[k][:, 1:]
+        if double_dqn:
+            best = tf.argmax(online(s2), axis=1, output_type=tf.int32)
+            next_q = tf.gather(target(s2), best, batch_dims=1)
+        else:
+            next_q = tf.reduce_max(target(s2), axis=1)
+        y = rewards[k] + 0.99 * (1 - terminals[k]) * next_q
+        with tf.GradientTape() as tape:
+            q = tf.gather(online(s), actions[k], batch_dims=1)
+            loss = tf.reduce_sum(huber(y[:, None], q[:, None]))
+        grads = tape.gradient(loss, online.trainable_variables)
+        optimizer.apply_gradients(zip(grads, online.trainable_variables))
+    for got, want in zip(agent.online.weights, online.weights):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+    assert max(float(tf.reduce_max(tf.abs(w))) for w in online.weights) > 0  # not all zero
+
+
+def test_fused_updates_equal_one_call_per_minibatch():
+    fused, _ = _mlp_agent("adam")
+    single, _ = _mlp_agent("adam")
+    w, a, r, t = _batches(4, seed=3)
+    stats = fused.update(w, a, r, t)
+    for k in range(4):
+        single.update(w[k:k + 1], a[k:k + 1], r[k:k + 1], t[k:k + 1])
+    for x, y in zip(fused.online.weights + fused.optimizer.variables,
+                    single.online.weights + single.optimizer.variables):
+        np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=1e-6, atol=1e-7)
+    assert int(fused.optimizer.iterations.numpy()) == 4
+    assert np.isfinite(float(stats.loss)) and float(stats.loss) > 0
+
+
+def test_update_can_return_the_next_actions_q_values():
+    agent, _ = _mlp_agent()
+    w, a, r, t = _batches(2, seed=5)
+    next_states = np.random.default_rng(6).standard_normal((3, 2, 3)).astype(np.float32)
+    before = agent.q_values(next_states)
+    stats, q = agent.update(w, a, r, t, next_states=next_states)
+    np.testing.assert_allclose(q, agent.q_values(next_states), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(q, before)  # computed after the updates, not before
+
+
+def test_torch7_default_initialization():
+    model = networks.nature_network(6)
+    bounds = {"conv1": 1 / np.sqrt(4 * 8 * 8), "conv2": 1 / np.sqrt(32 * 4 * 4),
+              "conv3": 1 / np.sqrt(64 * 3 * 3), "fc": 1 / np.sqrt(3136), "q": 1 / np.sqrt(512)}
+    for name, bound in bounds.items():
+        kernel, bias = model.get_layer(name).weights
+        for w in (kernel.numpy(), bias.numpy()):
+            assert np.abs(w).max() <= np.float32(bound) * (1 + 1e-6)  # float32 rounding
+            assert np.abs(w).max() > 0.9 * bound  # uniform over the whole range
+    assert model.output_shape == (None, 6)
+    assert networks.count_parameters(model) == 1_687_206  # the Nature network for 6 actions
+
+
+# ---------------------------------------------------------------------------------------------
+# Atari preprocessing and the life-loss wrapper
+
+
+def test_shrink_weights_follow_torch7_area_rule():
+    np.testing.assert_allclose(envs.shrink_weights(3, 2), [[2 / 3, 1 / 3, 0], [0, 1 / 3, 2 / 3]])
+    w = envs.shrink_weights(210, 84)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)
+    assert np.count_nonzero(w[0]) == 3  # 210 / 84 = 2.5 source rows per output row
+
+
+def test_preprocessor_matches_the_reference():
+    rng = np.random.default_rng(0)
+    pre = envs.Preprocessor(210, 160)
+    off = 0
+    for _ in range(5):
+        a, b = rng.integers(0, 256, (2, 210, 160, 3), dtype=np.uint8)
+        got = pre(a, b).astype(int)
+        want = envs.preprocess_reference(a, b).astype(int)
+        assert got.shape == (84, 84)
+        assert np.abs(got - want).max() <= 1  # float32 vs float64 at a .5 rounding boundary
+        off += np.count_nonzero(got != want)
+    assert off < 5 * 84 * 84 // 1000
+    # the max of two frames: a pixel lit in either frame is lit
+    a = np.zeros((210, 160, 3), np.uint8)
+    b = np.zeros_like(a)
+    a[:105] = 255
+    b[105:] = 255
+    assert (pre(a, b) == 255).all()
+
+
+def _breakout(training):
+    cfg = config.Config(env="ALE/Breakout-v5")
+    return envs.make_env(cfg, training=training)
+
+
+def test_life_loss_is_terminal_but_the_game_goes_on():
+    env = _breakout(training=True)
+    ale = env.unwrapped.ale
+    obs, info = env.reset(seed=0)
+    assert obs.shape == (84, 84) and obs.dtype == np.uint8 and info["lives"] == 5
+    rng = np.random.default_rng(0)
+    for _ in range(5000):
+        obs, reward, terminated, truncated, info = env.step(rng.integers(env.action_space.n))
+        if terminated:
+            break
+    assert terminated and info["life_lost"] and not info["game_over"]
+    assert info["lives"] == 4
+    frame_before = ale.getEpisodeFrameNumber()
+    obs, info = env.reset()  # continues: 1..30 no-op frames, same game
+    assert not info["new_game"] and info["lives"] == 4 == ale.lives()
+    assert frame_before < ale.getEpisodeFrameNumber() <= frame_before + 30
+    # ... until the game is really over; then reset() starts a new game
+    lost = 1
+    for _ in range(50_000):
+        obs, reward, terminated, truncated, info = env.step(rng.integers(env.action_space.n))
+        if terminated and not info["game_over"]:
+            lost += 1
+            env.reset()
+        elif info["game_over"]:
+            break
+    assert info["game_over"] and terminated and lost == 4
+    obs, info = env.reset()
+    assert info["new_game"] and info["lives"] == 5
+    assert ale.getEpisodeFrameNumber() <= 30
+    env.close()
+
+
+def test_evaluation_env_ends_only_at_game_over():
+    env = _breakout(training=False)
+    env.reset(seed=1)
+    rng = np.random.default_rng(1)
+    lives_seen = set()
+    for _ in range(50_000):
+        obs, reward, terminated, truncated, info = env.step(rng.integers(env.action_space.n))
+        lives_seen.add(info["lives"])
+        if terminated or truncated:
+            break
+    assert info["game_over"] and info["lives"] == 0
+    assert {1, 2, 3, 4} <= lives_seen  # lives were lost on the way without a terminal
+    env.close()
+
+
+def test_atari_env_state_round_trip():
+    """get_state/set_state (used by checkpoints) replays the emulator exactly."""
+    env = _breakout(training=True)
+    env.reset(seed=3)
+    for a in [1, 2, 3, 1, 0, 2]:
+        env.step(a)
+    saved = env.get_state()
+    actions = np.random.default_rng(4).integers(0, 4, 200)
+    first = [env.step(a)[0] for a in actions]
+    other = _breakout(training=True)
+    other.reset(seed=99)
+    other.set_state(saved)
+    second = [other.step(a)[0] for a in actions]
+    assert all(np.array_equal(x, y) for x, y in zip(first, second))
+    assert any(not np.array_equal(first[0], x) for x in first[1:])  # the game did move
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line on stderr, exit code 2, before any slow work
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "-5"], "--steps must be a positive integer, got -5"),
+    (["--replay-memory", "16"], "--replay-memory 16 is smaller than --minibatch-size 32"),
+    (["--ep-end", "1.5"], "--ep-end is an epsilon and must be in [0, 1], got 1.5"),
+    (["--eval-ep", "-0.1"], "--eval-ep is an epsilon and must be in [0, 1]"),
+    (["--env", "NoSuchGame-v9"], "--env 'NoSuchGame-v9'"),
+    (["--env", "ALE/NoSuchGame-v5"], "--env 'ALE/NoSuchGame-v5'"),
+    (["--env", "Pendulum-v1"], "DQN needs Discrete actions"),
+    (["--resume", "{tmp}"], "is not a run directory (no config.json)"),
+    (["--resume", "{tmp}/missing"], "no such directory"),
+])
+def test_bad_input_exits_2_with_one_message(tmp_path, args, message):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    t = time.time()
+    result = run(args, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("train.py: error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert time.time() - t < 30  # no training, no TensorFlow start-up work beyond import
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_refuses_a_run_without_checkpoint_or_changed_settings(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(config.config_to_json(config.Config()))
+    result = run(["--resume", str(run_dir)], cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "has no complete checkpoint" in result.stderr
+    (run_dir / "checkpoints" / "ckpt-000000000100").mkdir(parents=True)  # incomplete
+    result = run(["--resume", str(run_dir)], cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "has no complete checkpoint" in result.stderr
+
+
+def test_jit_compile_trains(tmp_path):
+    run_dir = str(tmp_path / "xla")
+    result = run(["--preset", "classic", "--jit-compile", "--steps", "1600", "--eval-freq", "0",
+                  "--prog-freq", "800", "--run-dir", run_dir], cwd=tmp_path, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    last = read_metrics(run_dir, "train")[-1]
+    assert last["step"] == 1600 and last["updates"] > 0 and np.isfinite(last["loss"])
+
+
+def test_jit_compile_failure_is_a_clear_error():
+    """A network XLA cannot compile (a numpy_function inside) -> JitCompileError, which
+    train.py turns into one message and exit code 2, before any update runs."""
+    spec = networks.state_spec("mlp", 1, (3,))
+
+    def make_network():
+        inputs = tf.keras.Input((1, 3))
+        x = tf.keras.layers.Flatten()(inputs)
+        x = tf.keras.layers.Lambda(lambda t: tf.reshape(
+            tf.numpy_function(lambda a: a, [t], tf.float32), [-1, 3]))(x)
+        return tf.keras.Model(inputs, tf.keras.layers.Dense(2)(x))
+
+    with pytest.raises(agent_lib.JitCompileError, match="--jit-compile: XLA cannot compile"):
+        agent_lib.Agent(make_network, spec, discount=0.99, clip_delta=1.0, lr=1e-3,
+                        jit_compile=True)
+
+
+def test_help_lists_every_setting_with_its_default():
+    result = run(["--help"], cwd=REPO, timeout=60)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for name in ("--steps", "--learn-start", "--replay-memory", "--update-freq", "--target-q",
+                 "--ep-end", "--ep-endt", "--minibatch-size", "--lr", "--discount",
+                 "--clip-delta", "--eval-freq", "--eval-steps", "--save-freq", "--seed",
+                 "--env", "--preset", "--double-dqn", "--num-envs", "--run-dir", "--resume",
+                 "--jit-compile"):
+        assert name in text
+    assert "(default: 50000; classic: 1000)" in text      # --learn-start
+    assert "(default: 0.00025; classic: 0.001)" in text    # --lr
+    assert "(default: ALE/Pong-v5; classic: CartPole-v1)" in text
+
+
+def test_explicit_flags_override_the_preset():
+    cfg, _ = config.parse_args(["--preset", "classic", "--lr", "0.01", "--target-q", "7"])
+    assert (cfg.lr, cfg.target_q) == (0.01, 7)
+    assert cfg.env == "CartPole-v1" and cfg.hist_len == 1  # the rest from the preset
+    cfg, _ = config.parse_args([])
+    assert (cfg.learn_start, cfg.ep_endt, cfg.replay_memory) == (50_000, 1_000_000, 1_000_000)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole runs
+
+
+def test_pong_smoke_run_resume_and_evaluate(tmp_path):
+    """train 0 -> 150 (checkpoint) -> 300 in two processes, evaluate; the same as one
+    uninterrupted 0 -> 300 run, bit for bit."""
+    split, straight = str(tmp_path / "split"), str(tmp_path / "straight")
+    first = run(PONG_TINY + ["--steps", "150", "--run-dir", split], cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert os.path.isdir(os.path.join(split, "checkpoints", "ckpt-000000000150"))
+    second = run(["--resume", split, "--steps", "300"], cwd=tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "resuming" in second.stdout and "from step 150" in second.stdout
+
+    # what the run leaves
+    cfg = json.loads(pathlib.Path(split, "config.json").read_text())
+    assert cfg["env"] == "ALE/Pong-v5" and cfg["steps"] == 300 and cfg["learn_start"] == 50
+    evals = read_metrics(split, "eval")
+    assert [e["step"] for e in evals] == [250]
+    assert evals[0]["eval_episodes"] >= 1
+    assert -21 <= evals[0]["eval_mean_score"] <= 21
+    train = read_metrics(split, "train")
+    assert [t["step"] for t in train] == [100, 200, 300]
+    assert train[-1]["updates"] == len([s for s in range(300) if s > 50 and s % 4 == 0])
+    assert np.isfinite(train[-1]["loss"]) and train[-1]["epsilon"] < 1.0
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(
+        os.path.join(split, "tb")))
+    assert os.path.isfile(os.path.join(split, checkpoint.BEST))
+    assert checkpoint.latest(split).endswith("ckpt-000000000300")
+
+    # exact resume: the same networks, optimizer state and replay as an unbroken run
+    whole = run(PONG_TINY + ["--run-dir", straight], cwd=tmp_path)
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    a = load_networks(checkpoint.latest(split))
+    b = load_networks(checkpoint.latest(straight))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert any(k.startswith("optimizer") for k in a) and any(k.startswith("target") for k in a)
+    replay_a = pathlib.Path(checkpoint.latest(split), "replay.bin").read_bytes()
+    replay_b = pathlib.Path(checkpoint.latest(straight), "replay.bin").read_bytes()
+    assert replay_a == replay_b
+    assert read_metrics(split, "eval")[0]["eval_mean_score"] == \
+        read_metrics(straight, "eval")[0]["eval_mean_score"]
+
+    result = run([split, "--episodes", "1"], cwd=tmp_path, script=EVALUATE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "best network (step 250" in result.stdout
+    assert "mean score" in result.stdout and "over 1 games" in result.stdout
+
+
+def test_sigterm_saves_and_kill_during_save_keeps_the_previous_checkpoint(tmp_path):
+    run_dir = str(tmp_path / "cp")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen(
+        [sys.executable, TRAIN, "--preset", "classic", "--steps", "1000000", "--eval-freq", "0",
+         "--save-freq", "0", "--prog-freq", "500", "--run-dir", run_dir],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # wait until it is training
+            if line.startswith("step 2,0"):
+                break
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped by SIGTERM" in out
+    stopped_at = int(json.loads(pathlib.Path(checkpoint.latest(run_dir), "info.json")
+                                .read_text())["step"])
+    assert stopped_at >= 2000
+
+    # a SIGKILL in the middle of the next save: the previous checkpoint survives
+    crash = run(["--resume", run_dir, "--steps", str(stopped_at + 400), "--save-freq", "200"],
+                cwd=tmp_path, env_extra={checkpoint.CRASH_ENV: "1"})
+    assert crash.returncode == -signal.SIGKILL
+    ckpts = os.listdir(os.path.join(run_dir, "checkpoints"))
+    assert any(name.startswith(checkpoint.TMP_PREFIX) for name in ckpts)  # the partial save
+    assert checkpoint.latest(run_dir).endswith(f"ckpt-{stopped_at:012d}")
+
+    done = run(["--resume", run_dir, "--steps", str(stopped_at + 400)], cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"from step {stopped_at:,}" in done.stdout
+    assert checkpoint.latest(run_dir).endswith(f"ckpt-{stopped_at + 400:012d}")
+    assert os.listdir(os.path.join(run_dir, "checkpoints")) == [f"ckpt-{stopped_at + 400:012d}"]
+
+
+@pytest.mark.slow
+def test_cartpole_learns_with_the_classic_preset(tmp_path):
+    run_dir = str(tmp_path / "cartpole")
+    result = run(["--preset", "classic", "--steps", "30000", "--stop-score", "195",
+                  "--run-dir", run_dir], cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    evals = read_metrics(run_dir, "eval")
+    assert evals and max(e["eval_mean_score"] or 0 for e in evals) >= 195, evals
+    assert evals[-1]["step"] <= 30_000 and evals[-1]["eval_episodes"] >= 5
+    result = run([run_dir, "--episodes", "5", "--epsilon", "0"], cwd=tmp_path, script=EVALUATE)
+    assert result.returncode == 0 and "mean score" in result.stdout
