@@ -17,7 +17,7 @@ from tensorflow.python.framework import kernels
 
 import tfdqn_ops
 
-from test_dqn_targets import make_inputs
+from test_dqn_targets import make_inputs, small_conv_net
 
 OPS = ("TfdqnOps>DqnTargets", "TfdqnOps>DqnTargetsGrad")
 DTYPES = [tf.float16, tf.bfloat16, tf.float32, tf.float64]
@@ -229,17 +229,6 @@ def test_zero_actions_fails_compilation_with_a_clear_error():
 
 
 # ---------------------------------------------------------------- models and load order
-
-
-def small_conv_net(num_actions, seed):
-    tf.keras.utils.set_random_seed(seed)
-    return tf.keras.Sequential([
-        tf.keras.layers.Input((12, 12, 2)),
-        tf.keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
-        tf.keras.layers.Flatten(),
-        tf.keras.layers.Dense(16, activation="relu"),
-        tf.keras.layers.Dense(num_actions),
-    ])
 
 
 def test_gradient_tape_in_jit_function_with_keras_networks():
