@@ -5,6 +5,7 @@
 #include <atomic>
 #include <limits>
 
+#include "dqn_targets_attrs.h"
 #include "dqn_targets_math.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -27,29 +28,6 @@ using ::tensorflow::Tensor;
 using ::tensorflow::TensorShape;
 
 namespace {
-
-// Attributes shared by the CPU and GPU kernels, checked once at construction (the shape
-// function already rejected them at graph construction; this covers graphs built without
-// shape inference).
-struct ForwardAttrs {
-  float discount = 0, r_max = 0, clip_delta = 0;
-  bool double_dqn = false;
-
-  explicit ForwardAttrs(OpKernelConstruction* ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("discount", &discount));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("r_max", &r_max));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("clip_delta", &clip_delta));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("double_dqn", &double_dqn));
-    OP_REQUIRES(ctx, discount >= 0.0f && discount <= 1.0f,
-                absl::InvalidArgumentError(
-                    absl::StrCat("discount: expected a value in [0, 1], got ", discount)));
-    OP_REQUIRES(ctx, r_max > 0.0f,
-                absl::InvalidArgumentError(absl::StrCat("r_max: expected a value > 0, got ", r_max)));
-    OP_REQUIRES(ctx, clip_delta >= 0.0f,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "clip_delta: expected a value >= 0 (0 disables clipping), got ", clip_delta)));
-  }
-};
 
 // Run-time shape checks (shapes may be unknown when the graph is built). Returns B and A.
 absl::Status ValidateForwardInputs(OpKernelContext* ctx, int64_t* batch, int64_t* num_actions) {

@@ -3,6 +3,7 @@
 // kernels check again at run time, where shapes were unknown.
 #include <string>
 
+#include "dqn_targets_attrs.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -15,23 +16,12 @@ using ::tensorflow::shape_inference::ShapeHandle;
 
 namespace {
 
-absl::Status CheckHyperparameters(InferenceContext* c) {
+absl::Status CheckHyperparameterAttrs(InferenceContext* c) {
   float discount, r_max, clip_delta;
   TF_RETURN_IF_ERROR(c->GetAttr("discount", &discount));
   TF_RETURN_IF_ERROR(c->GetAttr("r_max", &r_max));
   TF_RETURN_IF_ERROR(c->GetAttr("clip_delta", &clip_delta));
-  if (!(discount >= 0.0f && discount <= 1.0f)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("discount: expected a value in [0, 1], got ", discount));
-  }
-  if (!(r_max > 0.0f)) {
-    return absl::InvalidArgumentError(absl::StrCat("r_max: expected a value > 0, got ", r_max));
-  }
-  if (!(clip_delta >= 0.0f)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "clip_delta: expected a value >= 0 (0 disables clipping), got ", clip_delta));
-  }
-  return absl::OkStatus();
+  return CheckHyperparameters(discount, r_max, clip_delta);
 }
 
 // Rank check with the argument's name in the message.
@@ -56,7 +46,7 @@ absl::Status MergeNamed(InferenceContext* c, DimensionHandle a, DimensionHandle 
 }
 
 absl::Status DqnTargetsShape(InferenceContext* c) {
-  TF_RETURN_IF_ERROR(CheckHyperparameters(c));
+  TF_RETURN_IF_ERROR(CheckHyperparameterAttrs(c));
   ShapeHandle q, q_next, q_next_online, actions, rewards, terminals;
   TF_RETURN_IF_ERROR(WithRankNamed(c, 0, 2, "q", &q));
   TF_RETURN_IF_ERROR(WithRankNamed(c, 1, 2, "q_next", &q_next));

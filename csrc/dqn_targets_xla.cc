@@ -27,6 +27,7 @@
 #include <limits>
 #include <vector>
 
+#include "dqn_targets_attrs.h"
 #include "tensorflow/compiler/tf2xla/xla_op_kernel.h"
 #include "tensorflow/compiler/tf2xla/xla_op_registry.h"
 #include "tensorflow/core/framework/kernel_def_builder.h"
@@ -110,20 +111,7 @@ absl::Status ValidateForwardShapes(XlaOpKernelContext* ctx, int64_t* batch,
 
 class DqnTargetsXlaOp : public XlaOpKernel {
  public:
-  explicit DqnTargetsXlaOp(OpKernelConstruction* ctx) : XlaOpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("discount", &discount_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("r_max", &r_max_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("clip_delta", &clip_delta_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("double_dqn", &double_dqn_));
-    OP_REQUIRES(ctx, discount_ >= 0.0f && discount_ <= 1.0f,
-                absl::InvalidArgumentError(
-                    absl::StrCat("discount: expected a value in [0, 1], got ", discount_)));
-    OP_REQUIRES(ctx, r_max_ > 0.0f,
-                absl::InvalidArgumentError(absl::StrCat("r_max: expected a value > 0, got ", r_max_)));
-    OP_REQUIRES(ctx, clip_delta_ >= 0.0f,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "clip_delta: expected a value >= 0 (0 disables clipping), got ", clip_delta_)));
-  }
+  explicit DqnTargetsXlaOp(OpKernelConstruction* ctx) : XlaOpKernel(ctx), attrs_(ctx) {}
 
   void Compile(XlaOpKernelContext* ctx) override {
     int64_t B = 0, A = 0;
@@ -163,7 +151,7 @@ class DqnTargetsXlaOp : public XlaOpKernel {
     xla::XlaOp finite = xla::And(row_all_finite(q), row_all_finite(q_next));
     xla::XlaOp next_value;
     const xla::XlaOp column = xla::Iota(b, xla::ShapeUtil::MakeShape(index_type, mat), 1);
-    if (!double_dqn_) {
+    if (!attrs_.double_dqn) {
       next_value = xla::Reduce(q_next, xla::MinValue(b, acc), *max_fn, {1});
     } else {
       const xla::XlaOp online = to_acc(ctx->Input(2));
@@ -195,12 +183,12 @@ class DqnTargetsXlaOp : public XlaOpKernel {
     // which differs from the native kernels in the last bit for most r_max. A divisor that
     // depends on the data (r_max in valid rows; 1 in rows that are NaN anyway) is not a
     // constant, so the division stays a division.
-    const xla::XlaOp r_max = xla::Select(valid, xla::Broadcast(AccScalar(b, acc, r_max_), {B}),
+    const xla::XlaOp r_max = xla::Select(valid, xla::Broadcast(AccScalar(b, acc, attrs_.r_max), {B}),
                                          xla::Broadcast(AccScalar(b, acc, 1.0), {B}));
     // Same order of operations as the native kernels (DQN 3.0's):
     // bootstrap = q_next_max * discount * (1 - terminal); err = r / r_max + bootstrap - q.
     xla::XlaOp bootstrap =
-        xla::Mul(xla::Mul(next_value, AccScalar(b, acc, discount_)),
+        xla::Mul(xla::Mul(next_value, AccScalar(b, acc, attrs_.discount)),
                  xla::Sub(AccScalar(b, acc, 1.0), terminal));
     if (ctx->input_type(5) != tensorflow::DT_BOOL) {
       // XLA's backends let LLVM contract a multiply that feeds an add into one fused
@@ -218,8 +206,8 @@ class DqnTargetsXlaOp : public XlaOpKernel {
     const xla::XlaOp half = AccScalar(b, acc, 0.5);
     xla::XlaOp delta = err;
     xla::XlaOp loss = xla::Mul(xla::Mul(half, err), err);
-    if (clip_delta_ > 0.0f) {
-      const xla::XlaOp c = AccScalar(b, acc, clip_delta_);
+    if (attrs_.clip_delta > 0.0f) {
+      const xla::XlaOp c = AccScalar(b, acc, attrs_.clip_delta);
       delta = xla::Clamp(xla::Neg(c), err, c);
       const xla::XlaOp abs_err = xla::Abs(err);
       loss = xla::Select(xla::Le(abs_err, c), loss,
@@ -244,8 +232,7 @@ class DqnTargetsXlaOp : public XlaOpKernel {
   }
 
  private:
-  float discount_ = 0, r_max_ = 0, clip_delta_ = 0;
-  bool double_dqn_ = false;
+  ForwardAttrs attrs_;
 };
 
 class DqnTargetsGradXlaOp : public XlaOpKernel {
