@@ -4,7 +4,8 @@ Both run inside a tf.function. A tf.function call costs ~100+ us whatever it hol
 would hide an op of a few us, so each function chains K target+gradient steps (the
 gradient with respect to q feeds the next step's q, so none can be pruned or run in
 parallel) and the marginal cost per step is (time(K) - time(1)) / (K - 1). The plain
-per-call time (K = 1) is reported too. For large batches the bytes the fused op must move
+per-call time (K = 1) is reported too. Fused and composed are timed round-robin (one call
+of each per repetition), so load changes on a shared machine hit both alike. For large batches the bytes the fused op must move
 are compared with a plain memory copy of the same bytes (numpy, on this machine).
 
     python benchmarks/bench_op.py            # the table in docs/BENCHMARKS.md
@@ -23,6 +24,8 @@ import tensorflow as tf  # noqa: E402
 
 import tfdqn_ops  # noqa: E402
 from _machine import cpu_name  # noqa: E402
+
+tf.get_logger().setLevel("ERROR")  # each table row traces new functions; that is intended
 
 DISCOUNT, R_MAX, CLIP = 0.99, 1.0, 1.0
 
@@ -56,15 +59,29 @@ def chained(step, k):
     return run
 
 
-def median_seconds(fn, args, reps):
-    fn(*args).numpy()  # trace + warm up
-    fn(*args).numpy()
-    times = []
+def marginal_and_call_seconds(steps, args, k, reps):
+    """For each step function: ((median(K) - median(1)) / (K - 1), median(1)).
+
+    The variants are timed round-robin, one call of each per repetition, so a change in
+    the machine's load during the run hits all of them alike.
+    """
+    fns = {name: (chained(step, 1), chained(step, k)) for name, step in steps.items()}
+    for one, many in fns.values():  # trace + warm up
+        for _ in range(2):
+            one(*args).numpy()
+            many(*args).numpy()
+    times = {name: ([], []) for name in steps}
     for _ in range(reps):
-        t0 = time.perf_counter()
-        fn(*args).numpy()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, (one, many) in fns.items():
+            for fn, out in ((one, times[name][0]), (many, times[name][1])):
+                t0 = time.perf_counter()
+                fn(*args).numpy()
+                out.append(time.perf_counter() - t0)
+    result = {}
+    for name, (ones, manys) in times.items():
+        t1, tk = statistics.median(ones), statistics.median(manys)
+        result[name] = (max(tk - t1, 0.0) / (k - 1), t1)
+    return result
 
 
 def copy_bandwidth(nbytes, reps):
@@ -97,17 +114,12 @@ def main():
                       tf.constant(rng.choice([-1.0, 0.0, 1.0], batch), tf.float32),
                       tf.constant(rng.random(batch) < 0.1))
             # Enough chained steps that K-1 of them clearly outweigh the call's own noise.
-            k = 129 if batch <= 256 else (33 if batch <= 4096 else (9 if batch <= 65536 else 3))
+            k = 257 if batch <= 256 else (33 if batch <= 4096 else (9 if batch <= 65536 else 3))
             reps = 300 if batch <= 4096 else (30 if batch <= 65536 else 7)
             if args.quick:
                 reps = max(5, reps // 5)
-            result = {}
-            # Interleave the two variants so drift in machine load hits both alike.
-            for name, step in (("fused", fused_step), ("composed", composed_step)):
-                one, many = chained(step, 1), chained(step, k)
-                t1 = median_seconds(one, inputs, reps)
-                tk = median_seconds(many, inputs, reps)
-                result[name] = (max(tk - t1, 0.0) / (k - 1), t1)
+            result = marginal_and_call_seconds(
+                {"fused": fused_step, "composed": composed_step}, inputs, k, reps)
             fused_bytes = batch * (5 * num_actions * 4 + 25)  # fwd + grad reads and writes
             bw = fused_bytes / result["fused"][0] if result["fused"][0] > 0 else float("nan")
             copy = copy_bandwidth(fused_bytes, 9)

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <limits>
+#include <mutex>
 
 #include "dqn_targets_attrs.h"
 #include "dqn_targets_math.h"
@@ -82,6 +83,44 @@ absl::Status AllocateForwardOutputs(OpKernelContext* ctx, int64_t batch, int64_t
   return absl::OkStatus();
 }
 
+// The CPU kernel's outputs for small batches. At a training batch (B = 32) the three
+// allocations of the per-row outputs (loss, delta, q_next_max) cost more than the whole row
+// math, so the kernel keeps the last ones it returned and hands them out again when nothing
+// else holds them any more: the same reference-count test TensorFlow uses to run an op in
+// place (Tensor::RefCountIsOne), so a tensor that a caller or a pending op still holds is
+// never written. Larger batches allocate as usual (there the allocation is noise, and the
+// cache would keep their memory alive).
+class SmallOutputCache {
+ public:
+  static constexpr int64_t kMaxBatch = 4096;
+
+  absl::Status Allocate(OpKernelContext* ctx, DataType dtype, int64_t batch, int64_t num_actions,
+                        ForwardOutputs* out) {
+    if (batch == 0 || batch > kMaxBatch) return AllocateForwardOutputs(ctx, batch, num_actions, out);
+    TF_RETURN_IF_ERROR(ctx->forward_input_or_allocate_output({0}, 1, TensorShape({batch, num_actions}),
+                                                             &out->targets));
+    constexpr int kOutputs[] = {0, 2, 3};  // loss, delta, q_next_max
+    Tensor** slots[] = {&out->loss, &out->delta, &out->q_next_max};
+    // Concurrent runs of this kernel take turns here; whoever comes second finds the tensors
+    // held by the first (reference count 2) and allocates.
+    std::lock_guard<std::mutex> lock(mu_);
+    for (int k = 0; k < 3; ++k) {
+      Tensor& kept = kept_[k];
+      if (!kept.IsInitialized() || kept.dtype() != dtype || kept.NumElements() != batch ||
+          !kept.RefCountIsOne()) {
+        TF_RETURN_IF_ERROR(ctx->allocate_temp(dtype, TensorShape({batch}), &kept));
+      }
+      ctx->set_output(kOutputs[k], kept);
+      *slots[k] = ctx->mutable_output(kOutputs[k]);
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  std::mutex mu_;
+  Tensor kept_[3];
+};
+
 absl::Status ValidateGradInputs(OpKernelContext* ctx) {
   const Tensor& grad_loss = ctx->input(0);
   const Tensor& targets = ctx->input(1);
@@ -123,7 +162,8 @@ class DqnTargetsCpuOp : public OpKernel {
     int64_t batch = 0, num_actions = 0;
     OP_REQUIRES_OK(ctx, ValidateForwardInputs(ctx, &batch, &num_actions));
     ForwardOutputs out;
-    OP_REQUIRES_OK(ctx, AllocateForwardOutputs(ctx, batch, num_actions, &out));
+    OP_REQUIRES_OK(ctx, outputs_.Allocate(ctx, ::tensorflow::DataTypeToEnum<T>::value, batch,
+                                          num_actions, &out));
     if (batch == 0) return;
 
     const T* q = ctx->input(0).flat<T>().data();
@@ -170,6 +210,7 @@ class DqnTargetsCpuOp : public OpKernel {
 
  private:
   ForwardAttrs attrs_;
+  SmallOutputCache outputs_;
 };
 
 template <typename T>

@@ -351,6 +351,50 @@ def test_in_place_targets_inside_tf_function(double_dqn):
     np.testing.assert_allclose(grad.numpy(), tape.gradient(ref_loss, x).numpy(), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("batch", [1, 32, 4096, 4097])  # 4096: the kernel's reuse limit
+def test_outputs_still_held_are_never_reused_eager(batch):
+    # The CPU kernel hands its last per-row outputs (loss, delta, q_next_max) out again when
+    # nothing else holds them. Results a caller keeps must survive later calls.
+    rng = np.random.default_rng(21)
+    first = make_inputs(rng, batch, 6)
+    second = make_inputs(rng, batch, 6)
+    kept = tfdqn_ops.dqn_targets(*first[:5])
+    kept_values = [t.numpy().copy() for t in kept]
+    for _ in range(3):
+        tfdqn_ops.dqn_targets(*second[:5])
+    later = tfdqn_ops.dqn_targets(*second[:5])
+    for got, want in zip(kept, kept_values):
+        np.testing.assert_array_equal(got.numpy(), want)
+    q, q_next, actions, rewards, terminals = second[:5]
+    want = dqn_numpy.get_q_update(q.numpy(), q_next.numpy(), actions.numpy(), rewards.numpy(),
+                                  terminals.numpy(), discount=0.99, r_max=1.0, clip_delta=1.0)
+    assert_outputs_close(later, tfdqn_ops.DqnTargets(*want), tf.float32)
+
+
+def test_outputs_of_every_loop_iteration_are_distinct_inside_tf_function():
+    # One graph node run 8 times in a loop: each iteration's loss/delta/q_next_max is kept by
+    # a TensorArray while later iterations run, so none may be written again.
+    rng = np.random.default_rng(22)
+    q, q_next, actions, rewards, terminals, _ = make_inputs(rng, 32, 18)
+    iterations = 8
+
+    @tf.function
+    def loop(q):
+        arrays = [tf.TensorArray(tf.float32, size=iterations) for _ in range(3)]
+        for i in tf.range(iterations):
+            out = tfdqn_ops.dqn_targets(q + tf.cast(i, tf.float32), q_next, actions, rewards,
+                                        terminals)
+            arrays = [a.write(i, t) for a, t in zip(arrays, (out.loss, out.delta, out.q_next_max))]
+        return [a.stack() for a in arrays]
+
+    stacked = loop(q)
+    for i in range(iterations):
+        want = reference.dqn_targets(q + float(i), q_next, actions, rewards, terminals)
+        for got, name in zip(stacked, ("loss", "delta", "q_next_max")):
+            np.testing.assert_allclose(got[i].numpy(), getattr(want, name).numpy(),
+                                       rtol=1e-6, atol=1e-6, err_msg=f"{name}, iteration {i}")
+
+
 def test_savedmodel_round_trip_in_a_fresh_process(tmp_path):
     class Module(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)] * 2 + [
