@@ -5,8 +5,9 @@ would hide an op of a few us, so each function chains K target+gradient steps (t
 gradient with respect to q feeds the next step's q, so none can be pruned or run in
 parallel) and the marginal cost per step is (time(K) - time(1)) / (K - 1). The plain
 per-call time (K = 1) is reported too. Fused and composed are timed round-robin (one call
-of each per repetition), so load changes on a shared machine hit both alike. For large batches the bytes the fused op must move
-are compared with a plain memory copy of the same bytes (numpy, on this machine).
+of each per repetition), so load changes on a shared machine hit both alike. For large
+batches the bytes the fused op must move are compared with a plain memory copy of the
+same bytes (numpy, on this machine).
 
     python benchmarks/bench_op.py            # the table in docs/BENCHMARKS.md
     python benchmarks/bench_op.py --quick    # fewer repetitions
