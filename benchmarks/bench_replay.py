@@ -15,7 +15,10 @@ Prints a markdown table:
     tests/test_replay.py checks it against the reference);
   * Stable-Baselines3 `ReplayBuffer.sample` if stable_baselines3 is installed,
     storing 4x84x84 stacked observations (its usual Atari setup) in a buffer of
-    --sb3-capacity entries (1M stacked entries would need 28 GB).
+    --sb3-capacity entries (1M stacked entries would need 28 GB);
+  * the read floor (read_floor.cc, compiled with the system C++ compiler): the time
+    to merely read the frames of the same number of random windows, the least any
+    sampler can take on this machine.
 
 One memory is alive at a time; each is freed before the next is built.
 """
@@ -26,8 +29,11 @@ import argparse
 import gc
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -244,6 +250,39 @@ def bench_copy(batch_bytes, iters, rows, cpp):
     return med
 
 
+def bench_read_floor(args, rows):
+    """Runs read_floor.cc (beside this script): the least time ANY sampler needs here.
+
+    Returns the median microseconds of reading (not writing) the frames of `batch` random
+    windows of history + 1 frames from a memory of `capacity` frames, or None when no C++
+    compiler is found.
+    """
+    compiler = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")
+    if compiler is None:
+        rows.append(("read floor (read_floor.cc)", "not run", "no C++ compiler found"))
+        return None
+    here = os.path.dirname(os.path.abspath(__file__))
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = os.path.join(tmp, "read_floor")
+        subprocess.run([compiler, "-O2", "-o", exe, os.path.join(here, "read_floor.cc")],
+                       check=True)
+        window = args.history + 1
+        out = subprocess.run(
+            [exe, str(args.capacity), str(int(np.prod(args.frame_shape))), str(window),
+             str(args.batch), str(args.iters)],
+            check=True, capture_output=True, text=True).stdout.split()
+    read_us, copy_us = float(out[0]), float(out[1])
+    nbytes = args.batch * window * int(np.prod(args.frame_shape))
+    rows.append((f"read floor: read the frames of {args.batch} random windows, write nothing",
+                 f"{read_us:.1f} µs",
+                 f"{nbytes / 1e6:.2f} MB read ({nbytes / read_us / 1e3:.2f} GB/s) from "
+                 f"{args.capacity:,} frames in huge pages (read_floor.cc); no sampler can be "
+                 f"faster"))
+    rows.append((f"memcpy of the same {args.batch} windows (read_floor.cc)", f"{copy_us:.1f} µs",
+                 "C++ memcpy into a reused buffer: sample_windows_into's copy alone"))
+    return read_us
+
+
 def bench_numpy(args, pool, terms, rows):
     shape = tuple(args.frame_shape)
     mem = NumpyReplay(args.capacity, frame_shape=shape, history=args.history, seed=0)
@@ -317,6 +356,7 @@ def main(argv=None):
     p.add_argument("--sb3-capacity", type=int, default=100_000)
     p.add_argument("--no-numpy", action="store_true")
     p.add_argument("--no-sb3", action="store_true")
+    p.add_argument("--no-floor", action="store_true", help="skip read_floor.cc (needs c++)")
     p.add_argument("--save-load", action="store_true",
                    help="also time save() and load() (writes a file of the memory's size)")
     p.add_argument("--tmpdir", default=".")
@@ -328,6 +368,7 @@ def main(argv=None):
     rows = []
     cpp, batch_bytes = bench_cpp(args, pool, terms, rows)
     copy_us = bench_copy(batch_bytes, args.iters, rows, cpp)
+    floor_us = None if args.no_floor else bench_read_floor(args, rows)
     np_us = None if args.no_numpy else bench_numpy(args, pool, terms, rows)
     sb3_us = None if args.no_sb3 else bench_sb3(args, pool, rows)
 
@@ -351,6 +392,10 @@ def main(argv=None):
         if sb3_us:
             line += f"; {sb3_us / us:.1f}x faster than SB3 (its best thread setting)"
         print(line + ".")
+    if floor_us and sb3_us:
+        print(f"read floor: {floor_us:.1f} µs just to read the {args.batch} windows' frames, so no "
+              f"single-threaded sampler on this machine can be more than {sb3_us / floor_us:.1f}x "
+              f"faster than SB3's {sb3_us:.1f} µs.")
 
 
 if __name__ == "__main__":
