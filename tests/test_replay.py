@@ -676,3 +676,23 @@ def test_numpy_benchmark_baseline_follows_the_same_rules():
             # Its draws are valid windows: each s2 is one the reference can produce.
             allowed = {w[3].tobytes() for w in want}
             assert all(row.tobytes() in allowed for row in s2)
+
+
+def test_read_floor_benchmark_builds_runs_and_rejects_bad_arguments(tmp_path):
+    # benchmarks/bench_replay.py compiles read_floor.cc to measure the least time any
+    # sampler needs; a small run must give two positive times, bad sizes exit 2.
+    import shutil
+    import subprocess
+
+    compiler = shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no C++ compiler")
+    exe = tmp_path / "read_floor"
+    subprocess.run([compiler, "-O2", "-o", str(exe), str(HERE.parent / "benchmarks" / "read_floor.cc")],
+                   check=True)
+    out = subprocess.run([str(exe), "1000", "7056", "5", "32", "5"], check=True,
+                         capture_output=True, text=True).stdout.split()
+    read_us, copy_us = map(float, out)
+    assert read_us > 0 and copy_us > 0
+    bad = subprocess.run([str(exe), "4", "7056", "5", "32", "5"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "CAPACITY > WINDOW" in bad.stderr
