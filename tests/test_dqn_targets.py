@@ -57,7 +57,7 @@ def assert_outputs_close(got, want, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
 @pytest.mark.parametrize("batch", [0, 1, 7, 32, 1000])
-@pytest.mark.parametrize("num_actions", [1, 2, 6, 18])
+@pytest.mark.parametrize("num_actions", [1, 2, 4, 6, 9, 18])  # 4, 6, 9, 18: specialized loops
 @pytest.mark.parametrize("clip_delta", [1.0, 0.0])
 @pytest.mark.parametrize("double_dqn", [False, True])
 def test_forward_matches_dqn3_numpy_and_reference(dtype, batch, num_actions, clip_delta, double_dqn):
@@ -133,26 +133,29 @@ def test_r_max_and_discount_and_float_terminals():
     assert_outputs_close(got16, ref16, tf.float16)
 
 
-def test_nan_and_inf_poison_only_their_row():
-    q = np.zeros([5, 4], np.float32)
-    q_next = np.ones([5, 4], np.float32)
+@pytest.mark.parametrize("num_actions", [4, 5, 18])  # specialized short, generic, specialized SSE
+def test_nan_and_inf_poison_only_their_row(num_actions):
+    A = num_actions
+    q = np.zeros([5, A], np.float32)
+    q_next = np.ones([5, A], np.float32)
     rewards = np.zeros(5, np.float32)
-    q[0, 3] = np.nan          # not the taken action: still poisons row 0
-    q_next[1, 2] = np.inf
+    actions = [0, 1, 2, 3, 0]
+    q[0, A - 1] = np.nan      # not the taken action: still poisons row 0
+    q_next[1, A - 2] = np.inf
     rewards[2] = -np.inf
-    out = tfdqn_ops.dqn_targets(q, q_next, [0, 1, 2, 3, 0], rewards, [False] * 5)
+    out = tfdqn_ops.dqn_targets(q, q_next, actions, rewards, [False] * 5)
     for name in ("loss", "delta", "q_next_max"):
         v = getattr(out, name).numpy()
         assert np.isnan(v[:3]).all(), name
         assert np.isfinite(v[3:]).all(), name
     t = out.targets.numpy()
     assert np.isnan(t[:3]).all() and np.isfinite(t[3:]).all()
-    ref = reference.dqn_targets(q, q_next, [0, 1, 2, 3, 0], rewards, [False] * 5)
+    ref = reference.dqn_targets(q, q_next, actions, rewards, [False] * 5)
     np.testing.assert_array_equal(np.isnan(ref.targets.numpy()), np.isnan(t))
     # Double DQN: a NaN in the selecting network poisons the row too.
-    online = np.zeros([5, 4], np.float32)
-    online[4, 1] = np.nan
-    out = tfdqn_ops.dqn_targets(np.zeros([5, 4], np.float32), np.ones([5, 4], np.float32),
+    online = np.zeros([5, A], np.float32)
+    online[4, A - 1] = np.nan
+    out = tfdqn_ops.dqn_targets(np.zeros([5, A], np.float32), np.ones([5, A], np.float32),
                                 [0] * 5, np.zeros(5, np.float32), [False] * 5, q_next_online=online)
     assert np.isnan(out.loss.numpy()[4]) and np.isfinite(out.loss.numpy()[:4]).all()
 
@@ -483,14 +486,18 @@ def test_bad_shapes_rejected_when_the_graph_is_built(change, pattern):
 
 
 @pytest.mark.parametrize("action_dtype", [tf.int32, tf.int64])
-@pytest.mark.parametrize("bad", [3, -1, 2**31 - 1])
-def test_out_of_range_action_names_position_and_value(action_dtype, bad):
-    args = valid_args(batch=10)
+@pytest.mark.parametrize("bad", ["A", -1, 2**31 - 1])
+# 3: the generic row loop; 4, 6, 9, 18: the loops specialized for Atari action counts.
+@pytest.mark.parametrize("num_actions", [3, 4, 6, 9, 18])
+def test_out_of_range_action_names_position_and_value(action_dtype, bad, num_actions):
+    bad = num_actions if bad == "A" else bad
+    args = valid_args(batch=10, num_actions=num_actions)
     actions = np.zeros(10, np.int64)
     actions[7] = bad
     actions[9] = bad  # the FIRST offending position is reported
     args["actions"] = tf.constant(actions, action_dtype)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"actions\[7\] = {bad} is not in \[0, 3\)"):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=rf"actions\[7\] = {bad} is not in \[0, {num_actions}\)"):
         tfdqn_ops.dqn_targets(**args)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"actions"):
         reference.dqn_targets(**args)
