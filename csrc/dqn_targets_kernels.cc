@@ -72,13 +72,18 @@ struct ForwardOutputs {
   Tensor* q_next_max = nullptr;
 };
 
+// targets may take over q's buffer when nothing else holds q: every row reads all of its
+// q values before writing its targets (see DqnTargetsRow), so in place is safe.
+absl::Status AllocateTargets(OpKernelContext* ctx, int64_t batch, int64_t num_actions,
+                             ForwardOutputs* out) {
+  return ctx->forward_input_or_allocate_output({0}, 1, TensorShape({batch, num_actions}),
+                                               &out->targets);
+}
+
 absl::Status AllocateForwardOutputs(OpKernelContext* ctx, int64_t batch, int64_t num_actions,
                                     ForwardOutputs* out) {
   TF_RETURN_IF_ERROR(ctx->allocate_output(0, TensorShape({batch}), &out->loss));
-  // targets may take over q's buffer when nothing else holds q: every row reads all of its
-  // q values before writing its targets (see DqnTargetsRow), so in place is safe.
-  TF_RETURN_IF_ERROR(ctx->forward_input_or_allocate_output({0}, 1, TensorShape({batch, num_actions}),
-                                                           &out->targets));
+  TF_RETURN_IF_ERROR(AllocateTargets(ctx, batch, num_actions, out));
   TF_RETURN_IF_ERROR(ctx->allocate_output(2, TensorShape({batch}), &out->delta));
   TF_RETURN_IF_ERROR(ctx->allocate_output(3, TensorShape({batch}), &out->q_next_max));
   return absl::OkStatus();
@@ -98,8 +103,7 @@ class SmallOutputCache {
   absl::Status Allocate(OpKernelContext* ctx, DataType dtype, int64_t batch, int64_t num_actions,
                         ForwardOutputs* out) {
     if (batch == 0 || batch > kMaxBatch) return AllocateForwardOutputs(ctx, batch, num_actions, out);
-    TF_RETURN_IF_ERROR(ctx->forward_input_or_allocate_output({0}, 1, TensorShape({batch, num_actions}),
-                                                             &out->targets));
+    TF_RETURN_IF_ERROR(AllocateTargets(ctx, batch, num_actions, out));
     constexpr int kOutputs[] = {0, 2, 3};  // loss, delta, q_next_max
     Tensor** slots[] = {&out->loss, &out->delta, &out->q_next_max};
     // Concurrent runs of this kernel take turns here; whoever comes second finds the tensors
@@ -209,8 +213,8 @@ class DqnTargetsCpuOp : public OpKernel {
     };
     // The Atari action sets (ALE's minimal sets have 4, 6, 9 or 18 actions) get row loops
     // with the count known to the compiler, which then unrolls the row scans and the targets
-    // fill (at A = 18 the fused step got 10-45% faster in bench_op-style chains from B = 32 to
-    // 4096). Any other count runs the generic loop.
+    // fill (docs/BENCHMARKS.md section 1 has the op's speed). Any other count runs the
+    // generic loop.
     switch (num_actions) {
       case 4: run_rows(std::integral_constant<int64_t, 4>()); break;
       case 6: run_rows(std::integral_constant<int64_t, 6>()); break;

@@ -241,15 +241,20 @@ def small_conv_net(num_actions, seed):
     ])
 
 
-def test_keras_conv_net_gradient_equals_dqn3_dw_and_reference():
-    rng = np.random.default_rng(21)
-    num_actions, batch = 6, 32
+def conv_net_minibatch(seed=21, num_actions=6, batch=32):
+    """Online and target small_conv_net and a random minibatch (s, s2, a, r, term) for them."""
+    rng = np.random.default_rng(seed)
     online, target = small_conv_net(num_actions, 1), small_conv_net(num_actions, 2)
     s = tf.constant(rng.random((batch, 12, 12, 2)), tf.float32)
     s2 = tf.constant(rng.random((batch, 12, 12, 2)), tf.float32)
     actions = tf.constant(rng.integers(0, num_actions, batch), tf.int32)
     rewards = tf.constant(rng.choice([-1.0, 0.0, 1.0], batch), tf.float32)
     terminals = tf.constant(rng.random(batch) < 0.2)
+    return online, target, s, s2, actions, rewards, terminals
+
+
+def test_keras_conv_net_gradient_equals_dqn3_dw_and_reference():
+    online, target, s, s2, actions, rewards, terminals = conv_net_minibatch()
 
     def grads_with(fn):
         with tf.GradientTape() as tape:

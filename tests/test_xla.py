@@ -17,7 +17,7 @@ from tensorflow.python.framework import kernels
 
 import tfdqn_ops
 
-from test_dqn_targets import make_inputs, small_conv_net
+from test_dqn_targets import conv_net_minibatch, make_inputs
 
 OPS = ("TfdqnOps>DqnTargets", "TfdqnOps>DqnTargetsGrad")
 DTYPES = [tf.float16, tf.bfloat16, tf.float32, tf.float64]
@@ -232,14 +232,8 @@ def test_zero_actions_fails_compilation_with_a_clear_error():
 
 
 def test_gradient_tape_in_jit_function_with_keras_networks():
-    rng = np.random.default_rng(21)
-    num_actions, batch = 6, 32
-    online, target = small_conv_net(num_actions, 1), small_conv_net(num_actions, 2)
-    s = tf.constant(rng.random((batch, 12, 12, 2)), tf.float32)
-    s2 = tf.constant(rng.random((batch, 12, 12, 2)), tf.float32)
-    actions = tf.constant(rng.integers(0, num_actions, batch), tf.int32)
-    rewards = tf.constant(rng.choice([-1.0, 0.0, 1.0], batch), tf.float32)
-    terminals = tf.constant(rng.random(batch) < 0.2)
+    num_actions = 6
+    online, target, s, s2, actions, rewards, terminals = conv_net_minibatch(num_actions=num_actions)
 
     def grads(actions):
         with tf.GradientTape() as tape:
