@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     env = envs_lib.make_env(cfg, training=False)
     codec = envs_lib.make_codec(env)
     pool = envs_lib.EnvPool([env], codec)
-    kind = networks.network_kind(cfg.network, codec.image)
+    kind = networks.network_kind(cfg.network, codec.obs_shape)
     spec = networks.state_spec(kind, cfg.hist_len, codec.obs_shape)
     model = networks.build_network(kind, pool.n_actions, spec, cfg.mlp_hidden)
 

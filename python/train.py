@@ -120,14 +120,15 @@ def main(argv=None) -> int:
                                   for _ in range(cfg.eval_envs)], codec)
     replay = ReplayMemory(cfg.replay_memory, frame_shape=codec.frame_shape,
                           history=cfg.hist_len, num_envs=cfg.num_envs, seed=seed(cfg.seed, 3))
-    kind = networks.network_kind(cfg.network, codec.image)
+    kind = networks.network_kind(cfg.network, codec.obs_shape)
     spec = networks.state_spec(kind, cfg.hist_len, codec.obs_shape)
     keras.utils.set_random_seed(cfg.seed)  # network initialization
     try:
         agent = agent_lib.Agent(
             lambda: networks.build_network(kind, pool.n_actions, spec, cfg.mlp_hidden), spec,
             discount=cfg.discount, clip_delta=cfg.clip_delta, lr=cfg.lr,
-            double_dqn=cfg.double_dqn, optimizer=cfg.optimizer, jit_compile=cfg.jit_compile,
+            double_dqn=cfg.double_dqn, optimizer=cfg.optimizer,
+            loss_reduction=cfg.loss_reduction, jit_compile=cfg.jit_compile,
             jit_act=cfg.jit_act)
     except agent_lib.JitCompileError as e:
         config_lib.fail(str(e))
@@ -257,9 +258,11 @@ def main(argv=None) -> int:
         replay.add(frames, actions, rewards, terminals)
         times.lap("replay_add", t)
 
-        # ---- learn: DQN 3.0's schedule for each of these n agent steps ------------------------
+        # ---- learn: DQN 3.0's schedule for each of these agent steps --------------------------
+        # (without --count-terminal-steps, an env that only reset took no step: MinAtar's t)
+        counted = n if cfg.count_terminal_steps else int(pool.acted.sum())
         events = agent_lib.learning_events(
-            step, n, learn_start=cfg.learn_start, update_freq=cfg.update_freq,
+            step, counted, learn_start=cfg.learn_start, update_freq=cfg.update_freq,
             n_replay=cfg.n_replay, target_q=cfg.target_q)
         last_update = max((i for i, (e, _) in enumerate(events) if e == "update"), default=-1)
         next_q = None
@@ -271,12 +274,12 @@ def main(argv=None) -> int:
                 next_q = learn(k, codec.decode(replay.acting_states(pool.frames)))
             else:
                 learn(k)
-        before, step = step, step + n
+        before, step = step, step + counted
 
         for score, length in finished:
             state["games"] += 1
             recent_scores.append(score)
-            log.game(step, score, length)
+            log.game(step, score, length, float(np.mean(recent_scores)))
 
         # ---- evaluate, save, report ---------------------------------------------------------
         if crossed(before, step, cfg.eval_freq) and step > cfg.learn_start:

@@ -114,8 +114,49 @@ def rmsprop(lr: float) -> keras.optimizers.Optimizer:
                                     centered=True)
 
 
+class TorchCenteredRMSprop(keras.optimizers.Optimizer):
+    """PyTorch's `optim.RMSprop(centered=True, momentum=0)`, which MinAtar's dqn.py uses:
+
+        g2 = rho g2 + (1 - rho) dw^2,  g = rho g + (1 - rho) dw,
+        w -= lr dw / (sqrt(g2 - g^2) + epsilon)
+
+    Keras' centered RMSprop (DQN 3.0's form) puts epsilon inside the sqrt instead; with
+    epsilon 0.01 the two differ by up to 10x in step size where the gradient's variance is
+    small, so the MinAtar preset needs this one. g2 - g^2 >= 0 in exact arithmetic; it is
+    clamped at 0 against rounding (torch would give NaN there).
+    """
+
+    def __init__(self, learning_rate: float, rho: float = 0.95, epsilon: float = 0.01,
+                 name: str = "torch_centered_rmsprop", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.rho = float(rho)
+        self.epsilon = float(epsilon)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._square_avg = [self.add_variable_from_reference(v, "square_avg") for v in var_list]
+        self._grad_avg = [self.add_variable_from_reference(v, "grad_avg") for v in var_list]
+
+    def update_step(self, gradient, variable, learning_rate):
+        ops = keras.ops
+        index = self._get_variable_index(variable)
+        square_avg, grad_avg = self._square_avg[index], self._grad_avg[index]
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        rho = self.rho
+        self.assign(square_avg, rho * square_avg + (1.0 - rho) * ops.square(gradient))
+        self.assign(grad_avg, rho * grad_avg + (1.0 - rho) * gradient)
+        std = ops.sqrt(ops.maximum(square_avg - ops.square(grad_avg), 0.0))
+        self.assign_sub(variable, lr * gradient / (std + self.epsilon))
+
+    def get_config(self):
+        return dict(super().get_config(), rho=self.rho, epsilon=self.epsilon)
+
+
 def make_optimizer(name: str, lr: float) -> keras.optimizers.Optimizer:
-    """'rmsprop' (DQN 3.0) or 'adam'.
+    """'rmsprop' (DQN 3.0), 'rmsprop-torch' (MinAtar's dqn.py) or 'adam'.
 
     Centered RMSprop divides by the gradient's standard deviation plus 0.01: when the
     gradient keeps the same sign (a small task whose values all rise together), its steps
@@ -124,9 +165,12 @@ def make_optimizer(name: str, lr: float) -> keras.optimizers.Optimizer:
     """
     if name == "rmsprop":
         return rmsprop(lr)
+    if name == "rmsprop-torch":
+        return TorchCenteredRMSprop(lr, rho=0.95, epsilon=0.01)
     if name == "adam":
         return keras.optimizers.Adam(learning_rate=lr)
-    raise ValueError(f"unknown optimizer {name!r} (expected 'rmsprop' or 'adam')")
+    raise ValueError(f"unknown optimizer {name!r} (expected 'rmsprop', 'rmsprop-torch' or "
+                     "'adam')")
 
 
 class Agent:
@@ -136,14 +180,21 @@ class Agent:
       make_network: builds a fresh Keras model (called twice: online and target).
       state_spec: tf.TensorSpec of one state without the batch dim, e.g. uint8 [4, 84, 84].
       discount, clip_delta, lr, double_dqn, optimizer: the update's settings.
+      loss_reduction: 'sum' (DQN 3.0: the gradient is minus the summed dw) or 'mean' (the sum
+        divided by the batch size: PyTorch's smooth_l1_loss, MinAtar's dqn.py). The op's
+        Huber loss with clip_delta 1 is smooth_l1_loss's per-element loss (beta 1), so
+        sum / B is the same loss and the same gradient, hence the same optimizer step.
       jit_compile: compile the update with XLA (raises JitCompileError if it cannot).
       jit_act: compile the acting forward pass (q_values) with XLA.
     """
 
     def __init__(self, make_network: Callable[[], keras.Model], state_spec: tf.TensorSpec, *,
                  discount: float, clip_delta: float, lr: float, double_dqn: bool = False,
-                 optimizer: str = "rmsprop", jit_compile: bool = False,
-                 jit_act: bool = False):
+                 optimizer: str = "rmsprop", loss_reduction: str = "sum",
+                 jit_compile: bool = False, jit_act: bool = False):
+        if loss_reduction not in ("sum", "mean"):
+            raise ValueError(f"loss_reduction must be 'sum' or 'mean', got {loss_reduction!r}")
+        self.mean_loss = loss_reduction == "mean"
         self.online = make_network()
         self.target = make_network()
         networks.copy_weights(self.online, self.target)
@@ -200,8 +251,9 @@ class Agent:
                                         clip_delta=self.clip_delta, q_next_online=q_next_online)
             # A SUM: its gradient is DQN 3.0's -dw (see tfdqn_ops.dqn_targets).
             loss = tf.reduce_sum(out.loss)
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        batch = tf.cast(tf.shape(q)[0], tf.float32)
+            batch = tf.cast(tf.shape(q)[0], loss.dtype)
+            objective = loss / batch if self.mean_loss else loss
+        self.optimizer.apply_gradients(zip(tape.gradient(objective, variables), variables))
         return loss / batch, tf.reduce_mean(tf.reduce_max(q, axis=1))
 
     def _check_jit(self, windows_spec):

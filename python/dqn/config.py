@@ -35,11 +35,13 @@ def _parse_ints(text):
 @dataclass
 class Config:
     # --- environment -------------------------------------------------------------------
-    env: str = _opt("ALE/Pong-v5", "gymnasium id: ALE/<Game>-v5, or an env with a 1-D Box "
-                    "observation and Discrete actions (e.g. CartPole-v1 with --preset classic)")
-    preset: str = _opt("atari", "atari: DQN 3.0's settings; classic: small settings for "
+    env: str = _opt("ALE/Pong-v5", "gymnasium id: ALE/<Game>-v5, MinAtar/<Game>-v0 (with "
+                    "--preset minatar), or an env with a 1-D Box observation and Discrete "
+                    "actions (e.g. CartPole-v1 with --preset classic)")
+    preset: str = _opt("atari", "atari: DQN 3.0's settings; minatar: the MinAtar paper's DQN "
+                       "(MinAtar/Breakout-v0 ...); classic: small settings for "
                        "vector-observation envs like CartPole (explicit flags still win)",
-                       choices=("atari", "classic"))
+                       choices=("atari", "minatar", "classic"))
     num_envs: int = _opt(1, "environments stepped together; each step of each is one agent "
                          "step, and updates per agent step stay the same")
     actrep: int = _opt(4, "emulator frames per agent step, rewards summed, the observation "
@@ -47,6 +49,9 @@ class Config:
     random_starts: int = _opt(30, "1..N no-op frames after each new game and each lost life "
                               "(Atari only; 0: none)")
     hist_len: int = _opt(4, "frames (observations) stacked into the network's input")
+    count_terminal_steps: bool = _opt(True, "the step that observes a terminal state and "
+                                      "resets the env counts as an agent step (DQN 3.0); "
+                                      "without it only actions taken count (MinAtar's frames)")
     reward_clip: float = _opt(1.0, "rewards for learning are clipped to [-x, x] (0: no clip); "
                               "reported scores are never clipped")
     # --- schedule (agent steps) ---------------------------------------------------------
@@ -64,15 +69,20 @@ class Config:
     minibatch_size: int = _opt(32, "transitions per update")
     lr: float = _opt(2.5e-4, "learning rate of centered RMSprop (rho 0.95, epsilon 0.01 inside "
                      "the sqrt, no momentum) on the summed loss")
-    optimizer: str = _opt("rmsprop", "rmsprop: DQN 3.0's centered RMSprop; adam: Adam "
-                          "(Keras defaults but --lr), steadier on small tasks",
-                          choices=("rmsprop", "adam"))
+    optimizer: str = _opt("rmsprop", "rmsprop: DQN 3.0's centered RMSprop (epsilon inside "
+                          "the sqrt); rmsprop-torch: PyTorch's centered RMSprop (epsilon added "
+                          "after the sqrt, as MinAtar's dqn.py); adam: Adam (Keras defaults "
+                          "but --lr), steadier on small tasks",
+                          choices=("rmsprop", "rmsprop-torch", "adam"))
+    loss_reduction: str = _opt("sum", "sum: the batch's summed loss (DQN 3.0's dw); mean: "
+                               "its mean (PyTorch's smooth_l1_loss, MinAtar's dqn.py)",
+                               choices=("sum", "mean"))
     discount: float = _opt(0.99, "discount factor gamma")
     clip_delta: float = _opt(1.0, "TD errors clipped to [-x, x] in the gradient (Huber loss); "
                              "0: no clip")
     double_dqn: bool = _opt(False, "double DQN: the online network picks the next action")
-    network: str = _opt("auto", "auto: nature for Atari, mlp for vector observations",
-                        choices=("auto", "nature", "mlp"))
+    network: str = _opt("auto", "auto: nature for Atari, minatar for MinAtar, mlp for vector "
+                        "observations", choices=("auto", "nature", "minatar", "mlp"))
     mlp_hidden: Tuple[int, ...] = _opt((256, 256), "hidden layer sizes of the MLP, e.g. 64,64",
                                        parse=_parse_ints)
     # --- evaluation ---------------------------------------------------------------------
@@ -107,8 +117,33 @@ class Config:
 # Settings for small vector-observation tasks, close to RL Zoo's tuned CartPole-v1 DQN (Adam,
 # 256x256, about 0.5 updates per step, a target copy every ~128 updates). DQN 3.0's centered
 # RMSprop can diverge here (see agent.make_optimizer).
+#
+# MinAtar: the DQN of Young & Tian 2019 ("MinAtar: An Atari-Inspired Testbed for Thorough and
+# Reproducible Reinforcement Learning Experiments"), as its repository's examples/dqn.py
+# (kenjyoung/MinAtar) runs it, line by line:
+#   BATCH_SIZE 32, REPLAY_BUFFER_SIZE 100,000, TARGET_NETWORK_UPDATE_FREQ 1,000 (updates; one
+#   update per frame, so frames), TRAINING_FREQ 1, REPLAY_START_SIZE 5,000 (learning while
+#   t > 5000), EPSILON 1.0 -> END_EPSILON 0.1 linearly over FIRST_N_FRAMES 100,000 after
+#   the replay start, STEP_SIZE 2.5e-4, SQUARED_GRAD_MOMENTUM 0.95 (torch RMSprop alpha,
+#   centered=True), MIN_SQUARED_GRAD 0.01 (torch's eps, added after the sqrt), GAMMA 0.99,
+#   f.smooth_l1_loss (Huber with threshold 1, MEAN over the batch), rewards unclipped, t
+#   counting env.act calls only, one observation per state (no frame stack), the network
+#   in networks.minatar_network. RMSprop has no momentum: GRAD_MOMENTUM 0.95 is the centered
+#   average's decay, as in DQN 3.0 (the maintainer's answer in kenjyoung/MinAtar PR #37; the
+#   paper's curves predate the momentum=0.95 that PR added). Sticky actions 0.1 and
+#   difficulty ramping are the environments' defaults. No evaluation phase in the paper:
+#   its curves are training returns, so evaluations here are sparse.
 PRESETS: Dict[str, Dict[str, object]] = {
     "atari": {},
+    "minatar": dict(
+        env="MinAtar/Breakout-v0", actrep=1, random_starts=0, hist_len=1,
+        count_terminal_steps=False, reward_clip=0.0,
+        steps=5_000_000, learn_start=5_000, replay_memory=100_000, update_freq=1, n_replay=1,
+        target_q=1_000, ep_start=1.0, ep_end=0.1, ep_endt=100_000,
+        minibatch_size=32, optimizer="rmsprop-torch", loss_reduction="mean", lr=2.5e-4,
+        discount=0.99, clip_delta=1.0, network="minatar",
+        eval_freq=250_000, eval_steps=25_000, save_freq=250_000, prog_freq=10_000,
+    ),
     "classic": dict(
         env="CartPole-v1", num_envs=8, actrep=1, random_starts=0, hist_len=1,
         steps=50_000, learn_start=1_000, replay_memory=50_000, update_freq=4, n_replay=2,
@@ -136,17 +171,17 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         prog=prog, argument_default=argparse.SUPPRESS,
         description="Train DQN as DeepMind's DQN 3.0 did (defaults), on gymnasium + ale-py, "
                     "with the tfdqn_ops target op and replay memory.")
-    classic = PRESETS["classic"]
     for f in dataclasses.fields(Config):
         meta = f.metadata
         shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
         help_text = meta["help"]
         if "default:" not in help_text:  # Optional settings explain their None themselves
             help_text += f" (default: {shown}"
-            if f.name in classic:
-                value = classic[f.name]
-                help_text += "; classic: " + (",".join(map(str, value))
-                                              if isinstance(value, tuple) else str(value))
+            for name in ("minatar", "classic"):
+                if f.name in PRESETS[name]:
+                    value = PRESETS[name][f.name]
+                    help_text += f"; {name}: " + (",".join(map(str, value))
+                                                  if isinstance(value, tuple) else str(value))
             help_text += ")"
         kwargs = dict(help=help_text.replace("%", "%%"))  # argparse formats help with %
         if isinstance(f.default, bool):

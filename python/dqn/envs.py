@@ -6,11 +6,16 @@ and shrunk to 84x84 the way Torch7's `image.scale(..., 'bilinear')` shrinks; 1..
 after every new game and every lost life; in training a lost life is a terminal for learning
 but the game goes on. `ALE/<Game>-v5` is made with `frameskip=1` and no sticky actions.
 
+MinAtar (`MinAtar/<Game>-v0`, package `minatar`) is used as it is, with its defaults (sticky
+actions 0.1, difficulty ramping): boolean [10, 10, channels] observations, stored in the
+uint8 replay memory as 0/1 bytes, one observation per transition.
+
 Vector-observation envs (CartPole-v1, ...) are used as they are; their float32 observations
 travel through the uint8 replay memory as raw bytes (`VectorCodec`).
 """
 
 import pickle
+import warnings
 from typing import List, Optional, Sequence, Tuple
 
 import gymnasium as gym
@@ -205,23 +210,56 @@ def _ensure_ale_registered() -> None:
     gym.register_envs(ale_py)
 
 
-def is_atari(env_id: str) -> bool:
+MINATAR_PREFIX = "MinAtar/"
+
+
+def _ensure_minatar_registered() -> None:
+    """gymnasium 1.x does not import minatar's registrations by itself: register them once."""
+    if any(env_id.startswith(MINATAR_PREFIX) for env_id in gym.registry):
+        return
+    try:
+        import minatar.gym
+    except ImportError:
+        return
+    minatar.gym.register_envs()
+
+
+def _ensure_registered() -> None:
     _ensure_ale_registered()
+    _ensure_minatar_registered()
+
+
+def is_atari(env_id: str) -> bool:
+    _ensure_registered()
     return "ale_py" in str(gym.spec(env_id).entry_point)
+
+
+def is_minatar(env_id: str) -> bool:
+    return env_id.startswith(MINATAR_PREFIX)
 
 
 def check_env(cfg: Config) -> None:
     """Fail fast, with a ConfigError, for an env id that does not exist or does not fit."""
-    _ensure_ale_registered()
+    _ensure_registered()
     try:
         gym.spec(cfg.env)
     except gym.error.Error as e:
-        hint = (" (install ale-py for Atari games: pip install ale-py)"
-                if cfg.env.startswith("ALE/") else "")
+        hint = ""
+        if cfg.env.startswith("ALE/"):
+            hint = " (install ale-py for Atari games: pip install ale-py)"
+        elif is_minatar(cfg.env):
+            hint = (" (MinAtar's ids are MinAtar/{Asterix,Breakout,Freeway,Seaquest,"
+                    "SpaceInvaders}-v0 or -v1; install it with pip install '.[minatar]')")
         raise ConfigError(f"--env {cfg.env!r}: {e}{hint}") from None
     if is_atari(cfg.env):
-        if cfg.network == "mlp":
-            raise ConfigError(f"--network mlp does not fit the image observations of {cfg.env}")
+        if cfg.network not in ("auto", "nature"):
+            raise ConfigError(f"--network {cfg.network} does not fit the 84x84 frames of "
+                              f"{cfg.env} (use nature)")
+        return
+    if is_minatar(cfg.env):
+        if cfg.network not in ("auto", "minatar"):
+            raise ConfigError(f"--network {cfg.network} does not fit the [10, 10, channels] "
+                              f"observations of {cfg.env} (use minatar)")
         return
     env = gym.make(cfg.env)
     try:
@@ -234,19 +272,23 @@ def check_env(cfg: Config) -> None:
     if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
         raise ConfigError(f"--env {cfg.env!r}: only ALE Atari games and 1-D Box observations "
                           f"are supported, the env has {obs_space}")
-    if cfg.network == "nature":
-        raise ConfigError(f"--network nature needs Atari frames; {cfg.env} has vector "
-                          "observations")
+    if cfg.network in ("nature", "minatar"):
+        raise ConfigError(f"--network {cfg.network} needs image observations; {cfg.env} has "
+                          "vector observations")
 
 
 def make_env(cfg: Config, *, training: bool) -> gym.Env:
     """One environment; for Atari wrapped as DQN 3.0 (life loss terminal only in training)."""
-    _ensure_ale_registered()
+    _ensure_registered()
     if is_atari(cfg.env):
         env = gym.make(cfg.env, frameskip=1, repeat_action_probability=0.0,
                        full_action_space=False)
         return DQN3Atari(env, actrep=cfg.actrep, random_starts=cfg.random_starts,
                          terminal_on_life_loss=training)
+    if is_minatar(cfg.env):
+        with warnings.catch_warnings():  # "-v0 is out of date": v0 (all 6 actions) is the
+            warnings.simplefilter("ignore", DeprecationWarning)  # paper's choice, on purpose
+            return gym.make(cfg.env)
     return gym.make(cfg.env)
 
 
@@ -255,7 +297,8 @@ def make_env(cfg: Config, *, training: bool) -> gym.Env:
 
 
 class ImageCodec:
-    """Atari frames: stored and fed to the network as they are (uint8)."""
+    """Atari frames and MinAtar planes: stored and fed to the network as uint8 (MinAtar's
+    booleans become 0/1 when written into the pool's uint8 frames)."""
 
     image = True
 
@@ -314,7 +357,9 @@ class EnvPool:
     few acting states still show frames of the old game (Atari's cap is 108,000 frames).
 
     After reset() and step(): `frames` uint8 [N, *frame_shape] (the current observations,
-    encoded for the replay) and `terminals` bool [N] (whether each is terminal).
+    encoded for the replay) and `terminals` bool [N] (whether each is terminal); after
+    step(), `acted` bool [N]: whether each env took its action (False for an env that was
+    reset from a terminal observation, whose action was ignored).
     """
 
     def __init__(self, envs: Sequence[gym.Env], codec):
@@ -323,6 +368,7 @@ class EnvPool:
         n = len(self.envs)
         self.frames = np.zeros((n,) + codec.frame_shape, np.uint8)
         self.terminals = np.zeros(n, bool)
+        self.acted = np.zeros(n, bool)
         self.scores = np.zeros(n)          # unclipped score of each game so far
         self.game_steps = np.zeros(n, np.int64)
         self.n_actions = int(self.envs[0].action_space.n)
@@ -343,6 +389,7 @@ class EnvPool:
         games that ended in this step)."""
         rewards = np.zeros(len(self.envs))
         finished = []
+        self.acted[:] = ~self.terminals
         for i, env in enumerate(self.envs):
             if self.terminals[i]:
                 obs, _ = env.reset()

@@ -3,7 +3,9 @@
 metrics.jsonl has one JSON object per line, each with "type" and "step":
   {"type": "train", "step", "sps", "epsilon", "loss", "mean_q", "games", "mean_return", ...}
   {"type": "eval", "step", "eval_mean_score", "eval_max_score", "eval_episodes", "best", ...}
-  {"type": "game", "step", "score", "length"} for every finished training game.
+  {"type": "game", "step", "score", "length", "mean_return_100"} for every finished training
+      game; mean_return_100 is the mean score of the last 100 games up to this one (what the
+      MinAtar paper and Dopamine plot), so a plot reads it instead of recomputing it.
 """
 
 import json
@@ -73,9 +75,11 @@ class RunLogger:
                 if value is not None and math.isfinite(value):
                     tf.summary.scalar(name, value)
 
-    def game(self, step: int, score: float, length: int) -> None:
-        self.write({"type": "game", "step": step, "score": score, "length": length})
-        self.scalars(step, {"train/episode_return": score, "train/episode_length": length})
+    def game(self, step: int, score: float, length: int, mean_return_100: float) -> None:
+        self.write({"type": "game", "step": step, "score": score, "length": length,
+                    "mean_return_100": mean_return_100})
+        self.scalars(step, {"train/episode_return": score, "train/episode_length": length,
+                            "train/mean_return_100": mean_return_100})
 
     def train(self, step: int, record: dict) -> None:
         now = time.time()

@@ -1,7 +1,11 @@
-"""Q-networks: the Nature convnet (DQN 3.0 convnet_atari3.lua) and an MLP for vector states.
+"""Q-networks: the Nature convnet (DQN 3.0 convnet_atari3.lua), MinAtar's small convnet and an
+MLP for vector states.
 
-Both are Keras 3 models with Torch7's default initialization, U(-1/sqrt(fan_in), +1/sqrt(fan_in))
+All are Keras 3 models with Torch7's default initialization, U(-1/sqrt(fan_in), +1/sqrt(fan_in))
 for weights AND biases (nn.SpatialConvolution / nn.Linear `reset`), fan_in = inputs per output.
+PyTorch's default initialization of nn.Conv2d / nn.Linear (kaiming_uniform with a = sqrt(5)
+for weights, U(+-1/sqrt(fan_in)) for biases) has the same bounds, so the MinAtar network
+starts as MinAtar's PyTorch dqn.py starts it.
 """
 
 import math
@@ -50,6 +54,28 @@ def nature_network(n_actions: int, hist_len: int = 4, size: int = 84) -> keras.M
     return keras.Model(frames, q, name="nature_dqn")
 
 
+def minatar_network(n_actions: int, hist_len: int = 1,
+                    obs_shape: Sequence[int] = (10, 10, 4)) -> keras.Model:
+    """uint8 [B, hist_len, 10, 10, C] (0/1 planes) -> Q [B, n_actions] float32.
+
+    MinAtar's examples/dqn.py QNetwork: Conv 16 3x3 s1 (valid) -> ReLU -> flatten (8*8*16 =
+    1024) -> Dense 128 -> ReLU -> Dense n_actions, on the raw 0/1 planes (no scaling). The
+    observation is already channels-last; a history > 1 stacks its frames' channels.
+    """
+    height, width, channels = obs_shape
+    planes = keras.Input((hist_len, height, width, channels), dtype="uint8", name="planes")
+    x = keras.ops.cast(planes, "float32")
+    if hist_len > 1:  # [B, h, H, W, C] -> [B, H, W, h * C]
+        x = keras.ops.transpose(x, (0, 2, 3, 1, 4))
+    x = keras.layers.Reshape((height, width, hist_len * channels), name="stack")(x)
+    x = _conv(16, 3, 1, hist_len * channels, "conv")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    fan_in = int(x.shape[-1])  # (10 - 2) * (10 - 2) * 16 = 1024
+    x = _dense(128, fan_in, "fc", activation="relu")(x)
+    q = _dense(n_actions, 128, "q")(x)
+    return keras.Model(planes, q, name="minatar_dqn")
+
+
 def mlp_network(n_actions: int, obs_dim: int, hist_len: int = 1,
                 hidden: Sequence[int] = (256, 256)) -> keras.Model:
     """float32 [B, hist_len, obs_dim] -> Q [B, n_actions]: flatten, ReLU layers, linear."""
@@ -63,28 +89,44 @@ def mlp_network(n_actions: int, obs_dim: int, hist_len: int = 1,
     return keras.Model(obs, q, name="mlp_dqn")
 
 
-def network_kind(requested: str, image_observations: bool) -> str:
-    """--network auto -> 'nature' for Atari frames, 'mlp' for vector observations."""
+# The network each observation rank fits: frames [84, 84], planes [10, 10, C], vectors [d].
+KIND_OF_RANK = {2: "nature", 3: "minatar", 1: "mlp"}
+RANK_OF_KIND = {kind: rank for rank, kind in KIND_OF_RANK.items()}
+
+
+def network_kind(requested: str, obs_shape: Sequence[int]) -> str:
+    """--network auto -> 'nature' for Atari frames, 'minatar' for MinAtar's planes, 'mlp' for
+    vector observations; an explicit kind must fit the observation's rank."""
+    rank = len(obs_shape)
     if requested == "auto":
-        return "nature" if image_observations else "mlp"
+        if rank not in KIND_OF_RANK:
+            raise ValueError(f"no network fits observations of shape {tuple(obs_shape)}")
+        return KIND_OF_RANK[rank]
+    if RANK_OF_KIND.get(requested) != rank:
+        raise ValueError(f"--network {requested} does not fit observations of shape "
+                         f"{tuple(obs_shape)}")
     return requested
 
 
 def state_spec(kind: str, hist_len: int, obs_shape) -> tf.TensorSpec:
-    """One network input without the batch dim: uint8 [hist, 84, 84] or float32 [hist, d]."""
-    dtype = tf.uint8 if kind == "nature" else tf.float32
+    """One network input without the batch dim: uint8 [hist, 84, 84], uint8 [hist, 10, 10, C]
+    or float32 [hist, d]."""
+    dtype = tf.float32 if kind == "mlp" else tf.uint8
     return tf.TensorSpec([hist_len, *obs_shape], dtype)
 
 
 def build_network(kind: str, n_actions: int, spec: tf.TensorSpec,
                   mlp_hidden: Sequence[int] = (256, 256)) -> keras.Model:
-    """kind 'nature' (spec [hist, 84, 84]) or 'mlp' (spec [hist, obs_dim])."""
+    """kind 'nature' (spec [hist, 84, 84]), 'minatar' (spec [hist, 10, 10, C]) or 'mlp'
+    (spec [hist, obs_dim])."""
     hist_len, obs_shape = spec.shape[0], spec.shape[1:]
     if kind == "nature":
         return nature_network(n_actions, hist_len, obs_shape[0])
+    if kind == "minatar":
+        return minatar_network(n_actions, hist_len, obs_shape)
     if kind == "mlp":
         return mlp_network(n_actions, obs_shape[0], hist_len, mlp_hidden)
-    raise ValueError(f"unknown network kind {kind!r} (expected 'nature' or 'mlp')")
+    raise ValueError(f"unknown network kind {kind!r} (expected 'nature', 'minatar' or 'mlp')")
 
 
 def compile_q(model: keras.Model, spec: tf.TensorSpec, jit_compile: bool = False):

@@ -1,0 +1,254 @@
+"""Learning curves as the MinAtar paper and Dopamine draw them, and the curve data behind them.
+
+    python python/plot.py RUN_DIR [RUN_DIR ...] --out curves.png
+    python python/plot.py docs/results/minatar/*.csv --out docs/results/minatar.png \\
+        --reference docs/results/minatar/paper_dqn.json
+    python python/plot.py RUN_DIR ... --csv-dir docs/results/minatar     # write the curve data
+
+Each input is a run directory written by train.py (its config.json and metrics.jsonl) or a
+curve file written by --csv-dir (`<Game>-s<seed>.csv`). One panel per game; in each, one line
+per run: the mean training return of the last 100 games against environment frames (MinAtar:
+one frame = one action) or agent steps (Atari: one step = 4 emulator frames), with a band
+from the lowest to the highest seed where several seeds share a game, evaluation scores as
+markers where the run has them, and published reference values as crosses (--reference).
+
+--csv-dir writes `<Game>-s<seed>.csv`: for MinAtar `frames,mean_return_100`, for Atari
+`agent_steps,mean_return_100,eval_mean_score` (eval empty where none), one row every
+--every steps (10,000) from the first finished game on: the value at the row's step is
+that of the last game finished at or before it.
+
+Exit codes: 0 done; 2 bad input (a path that is neither a run nor a curve file, no games).
+"""
+
+import argparse
+import csv
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+PROG = "plot.py"
+
+
+class PlotError(ValueError):
+    """Bad input; the message names the path and what is wrong with it."""
+
+
+@dataclass
+class Curve:
+    game: str                  # "Breakout"
+    env: str                   # "MinAtar/Breakout-v0"
+    seed: int
+    x_name: str                # "frames" or "agent_steps"
+    steps: np.ndarray          # x of each finished game (or CSV row)
+    mean_100: np.ndarray       # mean return of the last 100 games at that x
+    evals: List[Tuple[int, float]] = field(default_factory=list)
+    settings: str = ""         # for the title: the preset and what differs from it
+
+    def at(self, xs: np.ndarray) -> np.ndarray:
+        """mean_100 at each of xs: the value of the last game at or before it (NaN before the
+        first)."""
+        index = np.searchsorted(self.steps, xs, side="right") - 1
+        values = np.where(index >= 0, self.mean_100[np.maximum(index, 0)], np.nan)
+        return values
+
+
+def game_name(env_id: str) -> str:
+    """'MinAtar/SpaceInvaders-v0' -> 'SpaceInvaders'; 'ALE/Breakout-v5' -> 'Breakout'."""
+    return re.sub(r"-v\d+$", "", env_id.split("/")[-1])
+
+
+def x_name_for(env_id: str) -> str:
+    return "frames" if env_id.startswith("MinAtar/") else "agent_steps"
+
+
+def read_run(run_dir: str) -> Curve:
+    config_path = os.path.join(run_dir, "config.json")
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(config_path) or not os.path.isfile(metrics_path):
+        raise PlotError(f"{run_dir!r} is not a run directory (needs config.json and "
+                        "metrics.jsonl)")
+    with open(config_path) as f:
+        config = json.load(f)
+    steps, means, evals, recent = [], [], [], []
+    with open(metrics_path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line cut short by a crash
+                continue
+            if record.get("type") == "game":
+                recent = (recent + [record["score"]])[-100:]
+                steps.append(record["step"])
+                # runs before mean_return_100 was logged: recompute it
+                means.append(record.get("mean_return_100", float(np.mean(recent))))
+            elif record.get("type") == "eval" and record.get("eval_mean_score") is not None:
+                evals.append((record["step"], record["eval_mean_score"]))
+    if not steps:
+        raise PlotError(f"{run_dir!r} has no finished training game in metrics.jsonl yet")
+    env = config["env"]
+    return Curve(game_name(env), env, int(config.get("seed", 0)), x_name_for(env),
+                 np.asarray(steps, np.int64), np.asarray(means, np.float64), evals,
+                 settings=f"preset {config.get('preset', '?')}")
+
+
+CSV_NAME = re.compile(r"^(?P<game>[A-Za-z0-9]+)-s(?P<seed>\d+)\.csv$")
+
+
+def read_csv(path: str) -> Curve:
+    match = CSV_NAME.match(os.path.basename(path))
+    if not match:
+        raise PlotError(f"{path!r}: a curve file is named <Game>-s<seed>.csv")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise PlotError(f"{path!r} has no rows")
+    x_name = "frames" if "frames" in rows[0] else "agent_steps"
+    if x_name not in rows[0] or "mean_return_100" not in rows[0]:
+        raise PlotError(f"{path!r}: expected the header frames,mean_return_100 or "
+                        "agent_steps,mean_return_100,eval_mean_score")
+    steps = np.array([int(r[x_name]) for r in rows], np.int64)
+    means = np.array([float(r["mean_return_100"]) for r in rows])
+    evals = [(int(r[x_name]), float(r["eval_mean_score"])) for r in rows
+             if r.get("eval_mean_score")]
+    game = match["game"]
+    env = f"MinAtar/{game}-v0" if x_name == "frames" else f"ALE/{game}-v5"
+    preset = "minatar" if x_name == "frames" else "atari"
+    return Curve(game, env, int(match["seed"]), x_name, steps, means, evals,
+                 settings=f"preset {preset}")
+
+
+def read_input(path: str) -> Curve:
+    if os.path.isdir(path):
+        return read_run(path)
+    if path.endswith(".csv") and os.path.isfile(path):
+        return read_csv(path)
+    raise PlotError(f"{path!r} is neither a run directory nor a <Game>-s<seed>.csv file")
+
+
+def write_csv(curve: Curve, out_dir: str, every: int = 10_000) -> str:
+    """The curve sampled every `every` steps (see the module docstring); written atomically."""
+    first = int(curve.steps[0])
+    last = int(curve.steps[-1])
+    start = -(-first // every) * every
+    xs = np.arange(start, last + 1, every, dtype=np.int64)
+    values = curve.at(xs)
+    evals = dict(curve.evals)
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{curve.game}-s{curve.seed}.csv")
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        atari = curve.x_name == "agent_steps"
+        writer.writerow([curve.x_name, "mean_return_100"] + (["eval_mean_score"] if atari else []))
+        for x, value in zip(xs, values):
+            row = [int(x), f"{value:.4f}"]
+            if atari:
+                row.append(f"{evals[int(x)]:.4f}" if int(x) in evals else "")
+            writer.writerow(row)
+    os.replace(tmp, path)
+    return path
+
+
+def read_reference(path: str) -> dict:
+    """{"label": str, "games": {"Breakout": [[x, value], ...], ...}} (values read from a
+    published figure or data file; "source" says which)."""
+    with open(path) as f:
+        reference = json.load(f)
+    if not isinstance(reference.get("games"), dict):
+        raise PlotError(f"{path!r}: expected an object with 'label' and 'games'")
+    return reference
+
+
+def plot(curves: List[Curve], out: str, references: List[dict], title: Optional[str] = None,
+         columns: int = 3) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    games: Dict[str, List[Curve]] = {}
+    for curve in sorted(curves, key=lambda c: (c.game, c.seed)):
+        games.setdefault(curve.game, []).append(curve)
+    n = len(games)
+    columns = min(columns, n)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.9 * rows), squeeze=False)
+    for ax, (game, runs) in zip(axes.flat, games.items()):
+        x_name = runs[0].x_name
+        unit = 1e6
+        if len(runs) > 1:  # the seed band: lowest to highest seed on a common grid
+            grid = np.linspace(0, max(int(c.steps[-1]) for c in runs), 400)
+            stacked = np.vstack([c.at(grid) for c in runs])
+            covered = np.all(np.isfinite(stacked), axis=0)
+            if covered.any():
+                ax.fill_between(grid[covered] / unit, stacked[:, covered].min(0),
+                                stacked[:, covered].max(0), alpha=0.2, color="C0",
+                                label=f"range of {len(runs)} seeds")
+        for i, curve in enumerate(runs):
+            ax.plot(curve.steps / unit, curve.mean_100, lw=1.3, color=f"C{i}",
+                    label=f"seed {curve.seed}")
+            if curve.evals:
+                ex, ey = zip(*curve.evals)
+                ax.plot(np.asarray(ex) / unit, ey, "o", ms=4, color=f"C{i}", mfc="none",
+                        label=f"evaluation, seed {curve.seed}")
+        for j, reference in enumerate(references):
+            points = reference["games"].get(game)
+            if points:
+                rx, ry = zip(*points)
+                ax.plot(np.asarray(rx) / unit, ry, "x", ms=8, mew=2, color=f"C{7 + j}",
+                        label=reference.get("label", "reference"))
+        env = runs[0].env
+        ax.set_title(f"{game} ({env}, {runs[0].settings}, {len(runs)} "
+                     f"seed{'s' if len(runs) > 1 else ''})", fontsize=9)
+        ax.set_xlabel("environment frames (millions)" if x_name == "frames"
+                      else "agent steps (millions; 1 step = 4 frames)")
+        ax.set_ylabel("mean return, last 100 training games")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    tmp = out + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("inputs", nargs="+", help="run directories or <Game>-s<seed>.csv files")
+    parser.add_argument("--out", help="the PNG to write (one panel per game)")
+    parser.add_argument("--csv-dir", help="also write each run's curve data here")
+    parser.add_argument("--every", type=int, default=10_000,
+                        help="steps between the rows of --csv-dir files (default: 10000)")
+    parser.add_argument("--reference", action="append", default=[],
+                        help="a JSON file of published values to mark (repeatable)")
+    parser.add_argument("--title", help="a title above all panels")
+    args = parser.parse_args(argv)
+    try:
+        if not args.out and not args.csv_dir:
+            raise PlotError("nothing to do: give --out FILE.png and/or --csv-dir DIR")
+        if args.every < 1:
+            raise PlotError(f"--every must be a positive integer, got {args.every}")
+        curves = [read_input(path) for path in args.inputs]
+        references = [read_reference(path) for path in args.reference]
+    except (PlotError, OSError, ValueError, KeyError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    if args.csv_dir:
+        for curve in curves:
+            print("wrote", write_csv(curve, args.csv_dir, args.every))
+    if args.out:
+        plot(curves, args.out, references, args.title)
+        print("wrote", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
