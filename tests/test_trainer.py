@@ -413,9 +413,9 @@ def test_help_lists_every_setting_with_its_default():
                  "--env", "--preset", "--double-dqn", "--num-envs", "--run-dir", "--resume",
                  "--jit-compile"):
         assert name in text
-    assert "(default: 50000; classic: 1000)" in text      # --learn-start
-    assert "(default: 0.00025; classic: 0.001)" in text    # --lr
-    assert "(default: ALE/Pong-v5; classic: CartPole-v1)" in text
+    assert "(default: 50000; minatar: 5000; classic: 1000)" in text      # --learn-start
+    assert "(default: 0.00025; minatar: 0.00025; classic: 0.001)" in text  # --lr
+    assert "(default: ALE/Pong-v5; minatar: MinAtar/Breakout-v0; classic: CartPole-v1)" in text
 
 
 def test_explicit_flags_override_the_preset():
