@@ -14,8 +14,8 @@ markers where the run has them, and published reference values as crosses (--ref
 
 --csv-dir writes `<Game>-s<seed>.csv`: for MinAtar `frames,mean_return_100`, for Atari
 `agent_steps,mean_return_100,eval_mean_score` (eval empty where none), one row every
---every steps (10,000) from the first finished game on: the value at the row's step is
-that of the last game finished at or before it.
+--every steps (10,000) from the first finished game to the last step the run reached: the
+value at a row's step is the mean of the last 100 games finished at or before it.
 
 Exit codes: 0 done; 2 bad input (a path that is neither a run nor a curve file, no games).
 """
@@ -47,14 +47,14 @@ class Curve:
     steps: np.ndarray          # x of each finished game (or CSV row)
     mean_100: np.ndarray       # mean return of the last 100 games at that x
     evals: List[Tuple[int, float]] = field(default_factory=list)
-    settings: str = ""         # for the title: the preset and what differs from it
+    settings: str = ""         # for the title: the preset
+    end: int = 0               # the last step the run reached (>= the last game's)
 
     def at(self, xs: np.ndarray) -> np.ndarray:
         """mean_100 at each of xs: the value of the last game at or before it (NaN before the
         first)."""
         index = np.searchsorted(self.steps, xs, side="right") - 1
-        values = np.where(index >= 0, self.mean_100[np.maximum(index, 0)], np.nan)
-        return values
+        return np.where(index >= 0, self.mean_100[np.maximum(index, 0)], np.nan)
 
 
 def game_name(env_id: str) -> str:
@@ -74,13 +74,14 @@ def read_run(run_dir: str) -> Curve:
                         "metrics.jsonl)")
     with open(config_path) as f:
         config = json.load(f)
-    steps, means, evals, recent = [], [], [], []
+    steps, means, evals, recent, end = [], [], [], [], 0
     with open(metrics_path) as f:
         for line in f:
             try:
                 record = json.loads(line)
             except ValueError:  # a line cut short by a crash
                 continue
+            end = max(end, int(record.get("step", 0)))
             if record.get("type") == "game":
                 recent = (recent + [record["score"]])[-100:]
                 steps.append(record["step"])
@@ -93,7 +94,7 @@ def read_run(run_dir: str) -> Curve:
     env = config["env"]
     return Curve(game_name(env), env, int(config.get("seed", 0)), x_name_for(env),
                  np.asarray(steps, np.int64), np.asarray(means, np.float64), evals,
-                 settings=f"preset {config.get('preset', '?')}")
+                 settings=f"preset {config.get('preset', '?')}", end=end)
 
 
 CSV_NAME = re.compile(r"^(?P<game>[A-Za-z0-9]+)-s(?P<seed>\d+)\.csv$")
@@ -119,7 +120,7 @@ def read_csv(path: str) -> Curve:
     env = f"MinAtar/{game}-v0" if x_name == "frames" else f"ALE/{game}-v5"
     preset = "minatar" if x_name == "frames" else "atari"
     return Curve(game, env, int(match["seed"]), x_name, steps, means, evals,
-                 settings=f"preset {preset}")
+                 settings=f"preset {preset}", end=int(steps[-1]))
 
 
 def read_input(path: str) -> Curve:
@@ -132,10 +133,8 @@ def read_input(path: str) -> Curve:
 
 def write_csv(curve: Curve, out_dir: str, every: int = 10_000) -> str:
     """The curve sampled every `every` steps (see the module docstring); written atomically."""
-    first = int(curve.steps[0])
-    last = int(curve.steps[-1])
-    start = -(-first // every) * every
-    xs = np.arange(start, last + 1, every, dtype=np.int64)
+    start = -(-int(curve.steps[0]) // every) * every
+    xs = np.arange(start, max(curve.end, int(curve.steps[-1])) + 1, every, dtype=np.int64)
     values = curve.at(xs)
     evals = dict(curve.evals)
     os.makedirs(out_dir, exist_ok=True)
@@ -181,16 +180,19 @@ def plot(curves: List[Curve], out: str, references: List[dict], title: Optional[
         x_name = runs[0].x_name
         unit = 1e6
         if len(runs) > 1:  # the seed band: lowest to highest seed on a common grid
-            grid = np.linspace(0, max(int(c.steps[-1]) for c in runs), 400)
+            grid = np.linspace(0, max(max(c.end, int(c.steps[-1])) for c in runs), 400)
             stacked = np.vstack([c.at(grid) for c in runs])
             covered = np.all(np.isfinite(stacked), axis=0)
             if covered.any():
                 ax.fill_between(grid[covered] / unit, stacked[:, covered].min(0),
-                                stacked[:, covered].max(0), alpha=0.2, color="C0",
+                                stacked[:, covered].max(0), alpha=0.15, color="k", lw=0,
                                 label=f"range of {len(runs)} seeds")
+                ax.plot(grid[covered] / unit, stacked[:, covered].mean(0), color="k", lw=2,
+                        label=f"mean of {len(runs)} seeds")
         for i, curve in enumerate(runs):
-            ax.plot(curve.steps / unit, curve.mean_100, lw=1.3, color=f"C{i}",
-                    label=f"seed {curve.seed}")
+            xs = np.append(curve.steps, max(curve.end, int(curve.steps[-1])))
+            ax.plot(xs / unit, np.append(curve.mean_100, curve.mean_100[-1]), lw=1.0,
+                    color=f"C{i}", label=f"seed {curve.seed}", drawstyle="steps-post")
             if curve.evals:
                 ex, ey = zip(*curve.evals)
                 ax.plot(np.asarray(ex) / unit, ey, "o", ms=4, color=f"C{i}", mfc="none",

@@ -1,0 +1,202 @@
+"""MinAtar frames per second: train.py --preset minatar against Stable-Baselines3's DQN with the
+same settings, side by side in one run.
+
+    python benchmarks/bench_minatar.py                      # Breakout, 3 rounds (~6 minutes)
+    python benchmarks/bench_minatar.py --game SpaceInvaders --rounds 5
+    python benchmarks/bench_minatar.py --out table.md
+
+Both learn MinAtar/<Game>-v0 with the paper's DQN (examples/dqn.py of kenjyoung/MinAtar):
+the same network (Conv 16 3x3 -> ReLU -> Dense 128 -> ReLU -> Dense 6), batch 32, one
+update per frame from frame 5,000, a 100,000-transition replay, a target copy every 1,000
+updates, centered RMSprop (lr 2.5e-4, alpha 0.95, eps 0.01 after the sqrt), mean Huber
+loss, one environment. Only epsilon differs from the paper: it reaches 0.1 1,000 frames
+after learning starts in both, so the measured window is the steady state of a long run
+(90% of the actions need the network). Frames/s are measured over --window frames that
+start 1,000 frames after learning starts (first-call tracing excluded). Rounds alternate
+the trainers (ours, SB3 with 1 torch thread, SB3 with 2), so drift on a shared machine
+hits all alike; the table gives the median of the rounds and the ratio of medians.
+
+SB3 needs torch and stable-baselines3 (`pip install torch stable-baselines3`). Its DQN
+clips the gradient norm at 10 by default; here max_grad_norm is set so large that it never
+clips (the paper does not clip), though SB3 still computes the norm.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+TRAIN = os.path.join(REPO, "python", "train.py")
+sys.path.insert(0, HERE)
+from _machine import cpu_name  # noqa: E402
+
+LEARN_START = 5_000
+WARMUP = 1_000
+
+
+def ours(game, window, workdir, round_index, threads):
+    run_dir = os.path.join(workdir, f"ours-{round_index}-t{threads}")
+    steps = LEARN_START + WARMUP + window
+    cmd = ["--preset", "minatar", "--env", f"MinAtar/{game}-v0", "--steps", str(steps),
+           "--ep-endt", str(WARMUP), "--eval-freq", "0", "--save-freq", "0",
+           "--prog-freq", "1000", "--tf-threads", str(threads), "--run-dir", run_dir]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, TRAIN, *cmd], cwd=workdir, env=env,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"train.py failed:\n{result.stderr[-3000:]}")
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        windows = [r for r in map(json.loads, f)
+                   if r["type"] == "train" and r["step"] - 1000 >= LEARN_START + WARMUP]
+    seconds = sum(1000 / r["sps"] for r in windows)
+    phases = {k: statistics.mean(r[k] for r in windows)
+              for k in ("act_ms", "env_ms", "replay_add_ms", "replay_sample_ms", "update_ms")}
+    command = "python python/train.py " + " ".join(a if a != run_dir else "RUN_DIR"
+                                                    for a in cmd)
+    return {"fps": 1000 * len(windows) / seconds, "command": command, **phases}
+
+
+SB3_CODE = r'''
+import json, sys, time
+import gymnasium as gym
+import minatar.gym
+import numpy as np
+import torch
+from torch import nn
+from stable_baselines3 import DQN
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+game, window, learn_start, warmup, threads = sys.argv[1], *map(int, sys.argv[2:6])
+torch.set_num_threads(threads)
+minatar.gym.register_envs()
+
+
+class Uint8Planes(gym.ObservationWrapper):
+    """MinAtar's bool planes as uint8 0/1 (SB3's buffers take no bool)."""
+    def __init__(self, env):
+        super().__init__(env)
+        self.observation_space = gym.spaces.Box(0, 1, env.observation_space.shape, np.uint8)
+    def observation(self, obs):
+        return obs.astype(np.uint8)
+
+
+class MinAtarNet(BaseFeaturesExtractor):
+    """examples/dqn.py's QNetwork up to its 128-unit hidden layer."""
+    def __init__(self, space):
+        super().__init__(space, features_dim=128)
+        channels = space.shape[2]
+        self.net = nn.Sequential(nn.Conv2d(channels, 16, 3, 1), nn.ReLU(), nn.Flatten(),
+                                 nn.Linear(8 * 8 * 16, 128), nn.ReLU())
+    def forward(self, x):
+        return self.net(x.permute(0, 3, 1, 2))
+
+
+env = Uint8Planes(gym.make(f"MinAtar/{game}-v0"))
+total = learn_start + warmup + window
+model = DQN("CnnPolicy", env, learning_rate=2.5e-4, buffer_size=100_000,
+            learning_starts=learn_start, batch_size=32, gamma=0.99, train_freq=1,
+            gradient_steps=1, target_update_interval=1_000,
+            exploration_initial_eps=1.0, exploration_final_eps=0.1,
+            exploration_fraction=(learn_start + warmup) / total, max_grad_norm=1e10,
+            policy_kwargs=dict(features_extractor_class=MinAtarNet, net_arch=[],
+                               normalize_images=False, optimizer_class=torch.optim.RMSprop,
+                               optimizer_kwargs=dict(alpha=0.95, eps=0.01, centered=True)),
+            seed=0, verbose=0, device="cpu")
+update_seconds = []
+train = model.train
+def timed_train(*args, **kwargs):
+    t = time.perf_counter()
+    train(*args, **kwargs)
+    update_seconds.append(time.perf_counter() - t)
+model.train = timed_train
+marks = {}
+class Mark(BaseCallback):
+    def _on_step(self):
+        if self.num_timesteps == learn_start + warmup:
+            marks["start"] = (time.perf_counter(), len(update_seconds))
+        return True
+model.learn(total_timesteps=total, callback=Mark())
+end = time.perf_counter()
+start, first = marks["start"]
+updates = update_seconds[first:]
+print(json.dumps({"fps": window / (end - start),
+                  "update_ms": 1e3 * sum(updates) / len(updates),
+                  "outside_update_ms": 1e3 * (end - start - sum(updates)) / window,
+                  "threads": torch.get_num_threads()}))
+'''
+
+
+def sb3(game, window, threads):
+    result = subprocess.run([sys.executable, "-c", SB3_CODE, game, str(window),
+                             str(LEARN_START), str(WARMUP), str(threads)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"SB3 failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--game", default="Breakout",
+                        choices=("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders"))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--window", type=int, default=6_000,
+                        help="frames measured per run (default 6000)")
+    parser.add_argument("--out", help="also write the markdown table to this file")
+    args = parser.parse_args()
+
+    import stable_baselines3
+    import tensorflow as tf
+    import torch
+
+    results = {"ours (1 TF thread, the preset's)": [], "ours (2 TF threads)": [],
+               "SB3 DQN (1 torch thread)": [], "SB3 DQN (2 torch threads)": []}
+    with tempfile.TemporaryDirectory() as workdir:
+        for i in range(args.rounds):
+            results["ours (1 TF thread, the preset's)"].append(ours(args.game, args.window,
+                                                                   workdir, i, 1))
+            results["SB3 DQN (1 torch thread)"].append(sb3(args.game, args.window, 1))
+            results["ours (2 TF threads)"].append(ours(args.game, args.window, workdir, i, 2))
+            results["SB3 DQN (2 torch threads)"].append(sb3(args.game, args.window, 2))
+            print(f"round {i + 1}/{args.rounds}: " + ", ".join(
+                f"{name} {runs[-1]['fps']:.0f}" for name, runs in results.items()), flush=True)
+
+    lines = [f"Machine: {cpu_name()}, {os.cpu_count()} cores; Python "
+             f"{platform.python_version()}, TensorFlow {tf.__version__}, torch "
+             f"{torch.__version__}, Stable-Baselines3 {stable_baselines3.__version__}. "
+             f"Command: `python benchmarks/bench_minatar.py --game {args.game} --rounds "
+             f"{args.rounds} --window {args.window}`.", "",
+             f"MinAtar/{args.game}-v0, frames/s after learning starts ({args.window:,} frames, "
+             f"median of {args.rounds} rounds; per-round values in brackets):", "",
+             "| trainer | frames/s | vs SB3's best | update (ms) | everything else (ms/frame) |",
+             "| --- | --- | --- | --- | --- |"]
+    medians = {name: statistics.median(r["fps"] for r in runs) for name, runs in results.items()}
+    best_sb3 = max(v for k, v in medians.items() if k.startswith("SB3"))
+    for name, runs in results.items():
+        update = statistics.median(r["update_ms"] for r in runs)
+        if "act_ms" in runs[0]:
+            other = statistics.median(1e3 / r["fps"] - r["update_ms"] for r in runs)
+        else:
+            other = statistics.median(r["outside_update_ms"] for r in runs)
+        per_round = ", ".join(f"{r['fps']:.0f}" for r in runs)
+        lines.append(f"| {name} | {medians[name]:.0f} ({per_round}) | "
+                     f"{medians[name] / best_sb3:.2f}x | {update:.2f} | {other:.2f} |")
+    lines += ["", "Our command (one round): `" + results["ours (1 TF thread, the preset's)"][0]
+              ["command"].replace(" --tf-threads 1", "") + "`"]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
