@@ -29,13 +29,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-TRAIN = os.path.join(REPO, "python", "train.py")
 sys.path.insert(0, HERE)
 from _machine import cpu_name  # noqa: E402
+from bench_train import metrics, run_train  # noqa: E402
 
 LEARN_START = 5_000
 WARMUP = 1_000
@@ -47,14 +45,8 @@ def ours(game, window, workdir, round_index, threads):
     cmd = ["--preset", "minatar", "--env", f"MinAtar/{game}-v0", "--steps", str(steps),
            "--ep-endt", str(WARMUP), "--eval-freq", "0", "--save-freq", "0",
            "--prog-freq", "1000", "--tf-threads", str(threads), "--run-dir", run_dir]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, TRAIN, *cmd], cwd=workdir, env=env,
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"train.py failed:\n{result.stderr[-3000:]}")
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        windows = [r for r in map(json.loads, f)
-                   if r["type"] == "train" and r["step"] - 1000 >= LEARN_START + WARMUP]
+    run_train(cmd, workdir)
+    windows = [r for r in metrics(run_dir, "train") if r["step"] - 1000 >= LEARN_START + WARMUP]
     seconds = sum(1000 / r["sps"] for r in windows)
     phases = {k: statistics.mean(r[k] for r in windows)
               for k in ("act_ms", "env_ms", "replay_add_ms", "replay_sample_ms", "update_ms")}

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-gym = pytest.importorskip("gymnasium", reason="the trainer needs gymnasium (pip install .[minatar])")
+gym = pytest.importorskip("gymnasium", reason="needs gymnasium (pip install .[minatar])")
 pytest.importorskip("minatar", reason="needs minatar (pip install .[minatar])")
 
 import tensorflow as tf  # noqa: E402
