@@ -22,18 +22,17 @@ clips (the paper does not clip), though SB3 still computes the norm.
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
+import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from _machine import cpu_name  # noqa: E402
-from bench_train import metrics, run_train  # noqa: E402
+from bench_train import metrics, run_train, sb3_learn_timed  # noqa: E402
 
 LEARN_START = 5_000
 WARMUP = 1_000
@@ -55,84 +54,57 @@ def ours(game, window, workdir, round_index, threads):
     return {"fps": 1000 * len(windows) / seconds, "command": command, **phases}
 
 
-SB3_CODE = r'''
-import json, sys, time
-import gymnasium as gym
-import minatar.gym
-import numpy as np
-import torch
-from torch import nn
-from stable_baselines3 import DQN
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-
-game, window, learn_start, warmup, threads = sys.argv[1], *map(int, sys.argv[2:6])
-torch.set_num_threads(threads)
-minatar.gym.register_envs()
-
-
-class Uint8Planes(gym.ObservationWrapper):
-    """MinAtar's bool planes as uint8 0/1 (SB3's buffers take no bool)."""
-    def __init__(self, env):
-        super().__init__(env)
-        self.observation_space = gym.spaces.Box(0, 1, env.observation_space.shape, np.uint8)
-    def observation(self, obs):
-        return obs.astype(np.uint8)
-
-
-class MinAtarNet(BaseFeaturesExtractor):
-    """examples/dqn.py's QNetwork up to its 128-unit hidden layer."""
-    def __init__(self, space):
-        super().__init__(space, features_dim=128)
-        channels = space.shape[2]
-        self.net = nn.Sequential(nn.Conv2d(channels, 16, 3, 1), nn.ReLU(), nn.Flatten(),
-                                 nn.Linear(8 * 8 * 16, 128), nn.ReLU())
-    def forward(self, x):
-        return self.net(x.permute(0, 3, 1, 2))
-
-
-env = Uint8Planes(gym.make(f"MinAtar/{game}-v0"))
-total = learn_start + warmup + window
-model = DQN("CnnPolicy", env, learning_rate=2.5e-4, buffer_size=100_000,
-            learning_starts=learn_start, batch_size=32, gamma=0.99, train_freq=1,
-            gradient_steps=1, target_update_interval=1_000,
-            exploration_initial_eps=1.0, exploration_final_eps=0.1,
-            exploration_fraction=(learn_start + warmup) / total, max_grad_norm=1e10,
-            policy_kwargs=dict(features_extractor_class=MinAtarNet, net_arch=[],
-                               normalize_images=False, optimizer_class=torch.optim.RMSprop,
-                               optimizer_kwargs=dict(alpha=0.95, eps=0.01, centered=True)),
-            seed=0, verbose=0, device="cpu")
-update_seconds = []
-train = model.train
-def timed_train(*args, **kwargs):
-    t = time.perf_counter()
-    train(*args, **kwargs)
-    update_seconds.append(time.perf_counter() - t)
-model.train = timed_train
-marks = {}
-class Mark(BaseCallback):
-    def _on_step(self):
-        if self.num_timesteps == learn_start + warmup:
-            marks["start"] = (time.perf_counter(), len(update_seconds))
-        return True
-model.learn(total_timesteps=total, callback=Mark())
-end = time.perf_counter()
-start, first = marks["start"]
-updates = update_seconds[first:]
-print(json.dumps({"fps": window / (end - start),
-                  "update_ms": 1e3 * sum(updates) / len(updates),
-                  "outside_update_ms": 1e3 * (end - start - sum(updates)) / window,
-                  "threads": torch.get_num_threads()}))
-'''
-
-
 def sb3(game, window, threads):
-    result = subprocess.run([sys.executable, "-c", SB3_CODE, game, str(window),
-                             str(LEARN_START), str(WARMUP), str(threads)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"SB3 failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    import gymnasium as gym
+    import minatar.gym
+    import numpy as np
+    import torch
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+    from torch import nn
+
+    torch.set_num_threads(threads)
+    minatar.gym.register_envs()
+
+    class Uint8Planes(gym.ObservationWrapper):
+        """MinAtar's bool planes as uint8 0/1 (SB3's buffers take no bool)."""
+
+        def __init__(self, env):
+            super().__init__(env)
+            self.observation_space = gym.spaces.Box(0, 1, env.observation_space.shape,
+                                                    np.uint8)
+
+        def observation(self, obs):
+            return obs.astype(np.uint8)
+
+    class MinAtarNet(BaseFeaturesExtractor):
+        """examples/dqn.py's QNetwork up to its 128-unit hidden layer (SB3 adds the
+        linear output: net_arch=[])."""
+
+        def __init__(self, space):
+            super().__init__(space, features_dim=128)
+            self.net = nn.Sequential(nn.Conv2d(space.shape[2], 16, 3, 1), nn.ReLU(),
+                                     nn.Flatten(), nn.Linear(8 * 8 * 16, 128), nn.ReLU())
+
+        def forward(self, x):
+            return self.net(x.permute(0, 3, 1, 2))  # channels-last planes -> NCHW
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "-v0 is out of date"
+        env = Uint8Planes(gym.make(f"MinAtar/{game}-v0"))
+    total = LEARN_START + WARMUP + window
+    model = DQN("CnnPolicy", env, learning_rate=2.5e-4, buffer_size=100_000,
+                learning_starts=LEARN_START, batch_size=32, gamma=0.99, train_freq=1,
+                gradient_steps=1, target_update_interval=1_000,
+                exploration_initial_eps=1.0, exploration_final_eps=0.1,
+                exploration_fraction=(LEARN_START + WARMUP) / total, max_grad_norm=1e10,
+                policy_kwargs=dict(features_extractor_class=MinAtarNet, net_arch=[],
+                                   normalize_images=False, optimizer_class=torch.optim.RMSprop,
+                                   optimizer_kwargs=dict(alpha=0.95, eps=0.01, centered=True)),
+                seed=0, verbose=0, device="cpu")
+    seconds, updates = sb3_learn_timed(model, total, LEARN_START + WARMUP)
+    return {"fps": window / seconds, "update_ms": 1e3 * statistics.mean(updates),
+            "outside_update_ms": 1e3 * (seconds - sum(updates)) / window}
 
 
 def main():

@@ -95,7 +95,6 @@ def pong_sb3(threads):
     import ale_py
     import torch
     from stable_baselines3 import DQN
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_atari_env
     from stable_baselines3.common.vec_env import VecFrameStack
 
@@ -109,6 +108,17 @@ def pong_sb3(threads):
                 exploration_fraction=(PONG_LEARN_START + 1_000) / total,
                 exploration_final_eps=0.1, optimize_memory_usage=False, seed=0, verbose=0,
                 device="cpu")
+    seconds, updates = sb3_learn_timed(model, total, PONG_LEARN_START + 1_000)
+    return {"sps": PONG_WINDOW / seconds, "update_ms": 1e3 * statistics.mean(updates),
+            "outside_update_ms": 1e3 * (seconds - sum(updates)) / PONG_WINDOW,
+            "torch_threads": torch.get_num_threads()}
+
+
+def sb3_learn_timed(model, total, window_start):
+    """model.learn(total) -> (wall seconds after step window_start, the seconds of each
+    train() call after it): SB3's rate over the same window as ours."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
     update_seconds = []
     train = model.train
 
@@ -122,18 +132,14 @@ def pong_sb3(threads):
 
     class Mark(BaseCallback):
         def _on_step(self):
-            if self.num_timesteps == PONG_LEARN_START + 1_000:
+            if self.num_timesteps == window_start:
                 marks["start"] = (time.perf_counter(), len(update_seconds))
             return True
 
     model.learn(total_timesteps=total, callback=Mark())
     end = time.perf_counter()
     start, first_update = marks["start"]
-    seconds = end - start
-    updates = update_seconds[first_update:]
-    return {"sps": PONG_WINDOW / seconds, "update_ms": 1e3 * statistics.mean(updates),
-            "outside_update_ms": 1e3 * (seconds - sum(updates)) / PONG_WINDOW,
-            "torch_threads": torch.get_num_threads()}
+    return end - start, update_seconds[first_update:]
 
 
 def cartpole_sb3(seed):

@@ -1,16 +1,17 @@
 """Learning curves as the MinAtar paper and Dopamine draw them, and the curve data behind them.
 
     python python/plot.py RUN_DIR [RUN_DIR ...] --out curves.png
-    python python/plot.py docs/results/minatar/*.csv --out docs/results/minatar.png \\
-        --reference docs/results/minatar/paper_dqn.json
+    python python/plot.py docs/results/atari/Breakout-s1.csv --out docs/results/breakout.png \\
+        --reference docs/results/atari/dopamine_dqn_breakout.json
     python python/plot.py RUN_DIR ... --csv-dir docs/results/minatar     # write the curve data
 
 Each input is a run directory written by train.py (its config.json and metrics.jsonl) or a
 curve file written by --csv-dir (`<Game>-s<seed>.csv`). One panel per game; in each, one line
 per run: the mean training return of the last 100 games against environment frames (MinAtar:
 one frame = one action) or agent steps (Atari: one step = 4 emulator frames), with a band
-from the lowest to the highest seed where several seeds share a game, evaluation scores as
-markers where the run has them, and published reference values as crosses (--reference).
+from the lowest to the highest seed and their mean where several seeds share a game (on a
+common grid of 400 points), evaluation scores as markers where the run has them, and
+published reference values as crosses (--reference).
 
 --csv-dir writes `<Game>-s<seed>.csv`: for MinAtar `frames,mean_return_100`, for Atari
 `agent_steps,mean_return_100,eval_mean_score` (eval empty where none), one row every
