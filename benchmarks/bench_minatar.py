@@ -1,7 +1,7 @@
 """MinAtar frames per second: train.py --preset minatar against Stable-Baselines3's DQN with the
 same settings, side by side in one run.
 
-    python benchmarks/bench_minatar.py                      # Breakout, 3 rounds (~6 minutes)
+    python benchmarks/bench_minatar.py                      # Breakout, 3 rounds (~5 minutes)
     python benchmarks/bench_minatar.py --game SpaceInvaders --rounds 5
     python benchmarks/bench_minatar.py --out table.md
 
@@ -13,8 +13,9 @@ loss, one environment. Only epsilon differs from the paper: it reaches 0.1 1,000
 after learning starts in both, so the measured window is the steady state of a long run
 (90% of the actions need the network). Frames/s are measured over --window frames that
 start 1,000 frames after learning starts (first-call tracing excluded). Rounds alternate
-the trainers (ours, SB3 with 1 torch thread, SB3 with 2), so drift on a shared machine
-hits all alike; the table gives the median of the rounds and the ratio of medians.
+the trainers (ours with the preset's one TF thread, SB3 with 1 torch thread, SB3 with 2),
+so drift on a shared machine hits all alike; the table gives the median of the rounds and
+the ratio of medians.
 
 SB3 needs torch and stable-baselines3 (`pip install torch stable-baselines3`). Its DQN
 clips the gradient norm at 10 by default; here max_grad_norm is set so large that it never
@@ -121,14 +122,13 @@ def main():
     import tensorflow as tf
     import torch
 
-    results = {"ours (1 TF thread, the preset's)": [], "ours (2 TF threads)": [],
+    results = {"train.py --preset minatar (1 TF thread, the preset's)": [],
                "SB3 DQN (1 torch thread)": [], "SB3 DQN (2 torch threads)": []}
     with tempfile.TemporaryDirectory() as workdir:
         for i in range(args.rounds):
-            results["ours (1 TF thread, the preset's)"].append(ours(args.game, args.window,
-                                                                   workdir, i, 1))
+            results["train.py --preset minatar (1 TF thread, the preset's)"].append(
+                ours(args.game, args.window, workdir, i, 1))
             results["SB3 DQN (1 torch thread)"].append(sb3(args.game, args.window, 1))
-            results["ours (2 TF threads)"].append(ours(args.game, args.window, workdir, i, 2))
             results["SB3 DQN (2 torch threads)"].append(sb3(args.game, args.window, 2))
             print(f"round {i + 1}/{args.rounds}: " + ", ".join(
                 f"{name} {runs[-1]['fps']:.0f}" for name, runs in results.items()), flush=True)
@@ -153,8 +153,9 @@ def main():
         per_round = ", ".join(f"{r['fps']:.0f}" for r in runs)
         lines.append(f"| {name} | {medians[name]:.0f} ({per_round}) | "
                      f"{medians[name] / best_sb3:.2f}x | {update:.2f} | {other:.2f} |")
-    lines += ["", "Our command (one round): `" + results["ours (1 TF thread, the preset's)"][0]
-              ["command"].replace(" --tf-threads 1", "") + "`"]
+    ours_runs = results["train.py --preset minatar (1 TF thread, the preset's)"]
+    lines += ["", "Our command (one round): `" + ours_runs[0]["command"].replace(
+        " --tf-threads 1", "") + "`"]
     text = "\n".join(lines)
     print(text)
     if args.out:
