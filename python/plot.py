@@ -4,6 +4,7 @@
     python python/plot.py docs/results/atari/Breakout-s1.csv --out docs/results/breakout.png \\
         --reference docs/results/atari/dopamine_dqn_breakout.json
     python python/plot.py RUN_DIR ... --csv-dir docs/results/minatar     # write the curve data
+    python python/plot.py docs/results/minatar/*.csv --table 500000,1000000  # values at steps
 
 Each input is a run directory written by train.py (its config.json and metrics.jsonl) or a
 curve file written by --csv-dir (`<Game>-s<seed>.csv`). One panel per game; in each, one line
@@ -223,6 +224,30 @@ def plot(curves: List[Curve], out: str, references: List[dict], title: Optional[
     os.replace(tmp, out)
 
 
+def table(curves: List[Curve], at: List[int]) -> str:
+    """A markdown table: per game and seed, mean_return_100 at each step of `at` (the mean of
+    the last 100 games finished by then), the mean over seeds, and the last evaluation."""
+    games: Dict[str, List[Curve]] = {}
+    for curve in sorted(curves, key=lambda c: (c.game, c.seed)):
+        games.setdefault(curve.game, []).append(curve)
+    x_name = curves[0].x_name.replace("_", " ")
+    header = ["game", "seeds"] + [f"at {x:,} {x_name}" for x in at] + ["last evaluation"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for game, runs in games.items():
+        cells = [game, ", ".join(str(c.seed) for c in runs)]
+        for x in at:
+            values = [float(c.at(np.array([x]))[0]) if c.end >= x else float("nan")
+                      for c in runs]
+            per_seed = " / ".join("-" if np.isnan(v) else f"{v:.2f}" for v in values)
+            done = [v for v in values if not np.isnan(v)]
+            cells.append(f"{np.mean(done):.2f}" + (f" ({per_seed})" if len(runs) > 1 else "")
+                         if len(done) == len(values) else per_seed)
+        evals = [f"{c.evals[-1][1]:.2f} at {c.evals[-1][0]:,}" for c in runs if c.evals]
+        cells.append("; ".join(evals) or "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", help="run directories or <Game>-s<seed>.csv files")
@@ -233,10 +258,18 @@ def main(argv=None) -> int:
     parser.add_argument("--reference", action="append", default=[],
                         help="a JSON file of published values to mark (repeatable)")
     parser.add_argument("--title", help="a title above all panels")
+    parser.add_argument("--table", help="print a markdown table of each run's mean return of "
+                        "the last 100 games at these steps, e.g. 500000,1000000")
     args = parser.parse_args(argv)
     try:
-        if not args.out and not args.csv_dir:
-            raise PlotError("nothing to do: give --out FILE.png and/or --csv-dir DIR")
+        if not args.out and not args.csv_dir and not args.table:
+            raise PlotError("nothing to do: give --out FILE.png, --csv-dir DIR and/or --table")
+        at = []
+        if args.table:
+            try:
+                at = [int(x) for x in args.table.split(",")]
+            except ValueError:
+                raise PlotError(f"--table expects comma-separated steps, got {args.table!r}")
         if args.every < 1:
             raise PlotError(f"--every must be a positive integer, got {args.every}")
         curves = [read_input(path) for path in args.inputs]
@@ -250,6 +283,8 @@ def main(argv=None) -> int:
     if args.out:
         plot(curves, args.out, references, args.title)
         print("wrote", args.out)
+    if at:
+        print(table(curves, at))
     return 0
 
 

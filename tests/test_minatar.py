@@ -323,6 +323,12 @@ def test_run_counts_frames_resumes_and_plots(tmp_path):
     by_step = {g["step"]: g["mean_return_100"] for g in games}
     last = max(step for step in by_step if step <= 3000)
     assert float(rows[-1][1]) == pytest.approx(by_step[last], abs=1e-4)
+    # the table of values at given frames
+    result = run(PLOT, [run_dir, "--table", f"{last},3000"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    row = result.stdout.strip().splitlines()[-1]
+    assert row.startswith("| Breakout | 1 | ")
+    assert f"| {by_step[last]:.2f} | {by_step[last]:.2f} |" in row  # no game ended in between
     # the plot reads its own curve files back, with a reference file
     reference = tmp_path / "ref.json"
     reference.write_text(json.dumps({"label": "paper", "games": {"Breakout": [[2000, 1.0]]}}))
