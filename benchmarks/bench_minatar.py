@@ -65,7 +65,8 @@ def sb3(game, window, threads):
     from torch import nn
 
     torch.set_num_threads(threads)
-    minatar.gym.register_envs()
+    if f"MinAtar/{game}-v0" not in gym.registry:  # gymnasium 1.x does not register them
+        minatar.gym.register_envs()
 
     class Uint8Planes(gym.ObservationWrapper):
         """MinAtar's bool planes as uint8 0/1 (SB3's buffers take no bool)."""
