@@ -51,6 +51,7 @@ class Curve:
     evals: List[Tuple[int, float]] = field(default_factory=list)
     settings: str = ""         # for the title: the preset
     end: int = 0               # the last step the run reached (>= the last game's)
+    sampled: bool = False      # read from a curve file (rows every N steps), not per game
 
     def at(self, xs: np.ndarray) -> np.ndarray:
         """mean_100 at each of xs: the value of the last game at or before it (NaN before the
@@ -122,7 +123,7 @@ def read_csv(path: str) -> Curve:
     env = f"MinAtar/{game}-v0" if x_name == "frames" else f"ALE/{game}-v5"
     preset = "minatar" if x_name == "frames" else "atari"
     return Curve(game, env, int(match["seed"]), x_name, steps, means, evals,
-                 settings=f"preset {preset}", end=int(steps[-1]))
+                 settings=f"preset {preset}", end=int(steps[-1]), sampled=True)
 
 
 def read_input(path: str) -> Curve:
@@ -194,7 +195,8 @@ def plot(curves: List[Curve], out: str, references: List[dict], title: Optional[
         for i, curve in enumerate(runs):
             xs = np.append(curve.steps, max(curve.end, int(curve.steps[-1])))
             ax.plot(xs / unit, np.append(curve.mean_100, curve.mean_100[-1]), lw=1.0,
-                    color=f"C{i}", label=f"seed {curve.seed}", drawstyle="steps-post")
+                    color=f"C{i}", label=f"seed {curve.seed}",
+                    drawstyle="default" if curve.sampled else "steps-post")
             if curve.evals:
                 ex, ey = zip(*curve.evals)
                 ax.plot(np.asarray(ex) / unit, ey, "o", ms=4, color=f"C{i}", mfc="none",
