@@ -361,3 +361,38 @@ def test_short_breakout_run_beats_random(tmp_path):
     random_phase = [g["score"] for g in games if g["step"] <= 5000]
     assert 0.2 < np.mean(random_phase) < 1.0
     assert games[-1]["mean_return_100"] > 2 * np.mean(random_phase) + 0.5, games[-1]
+
+
+def test_atari_curve_file_has_agent_steps_and_evaluations(tmp_path):
+    """An Atari run's curve: agent steps, the mean of the last 100 games, and the evaluation
+    in the row of its step (empty elsewhere); plotted beside Dopamine's baseline."""
+    run_dir = tmp_path / "breakout"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"env": "ALE/Breakout-v5", "seed": 3,
+                                                     "preset": "atari"}))
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 10, 300).astype(float)
+    steps = np.sort(rng.choice(np.arange(1, 520_000), 300, replace=False))
+    with open(run_dir / "metrics.jsonl", "w") as f:  # old runs: no mean_return_100 field
+        for step, score in zip(steps, scores):
+            f.write(json.dumps({"type": "game", "step": int(step), "score": score}) + "\n")
+        for step, value in ((250_000, 4.5), (500_000, 7.25)):
+            f.write(json.dumps({"type": "eval", "step": step, "eval_mean_score": value}) + "\n")
+        f.write(json.dumps({"type": "train", "step": 520_000}) + "\n")
+    out = tmp_path / "breakout.png"
+    result = run(PLOT, [str(run_dir), "--csv-dir", str(tmp_path / "csv"), "--out", str(out),
+                        "--reference", str(REPO / "docs/results/atari/dopamine_dqn_breakout.json")],
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert out.stat().st_size > 10_000
+    with open(tmp_path / "csv" / "Breakout-s3.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["agent_steps", "mean_return_100", "eval_mean_score"]
+    by_step = {int(r["agent_steps"]): r for r in rows}
+    assert max(by_step) == 520_000 and all(x % 10_000 == 0 for x in by_step)
+    assert by_step[250_000]["eval_mean_score"] == "4.5000"
+    assert by_step[500_000]["eval_mean_score"] == "7.2500"
+    assert sum(1 for r in rows if r["eval_mean_score"]) == 2
+    k = int(np.searchsorted(steps, 300_000, side="right"))  # games finished by step 300,000
+    assert float(by_step[300_000]["mean_return_100"]) == pytest.approx(
+        np.mean(scores[max(0, k - 100):k]), abs=1e-4)
