@@ -201,8 +201,10 @@ def plot(curves: List[Curve], out: str, references: List[dict], title: Optional[
                 ex, ey = zip(*curve.evals)
                 ax.plot(np.asarray(ex) / unit, ey, "o", ms=4, color=f"C{i}", mfc="none",
                         label=f"evaluation, seed {curve.seed}")
+        x_max = max(max(c.end, int(c.steps[-1])) for c in runs)
         for j, reference in enumerate(references):
-            points = reference["games"].get(game)
+            # only the published points within the runs' range (+5%): the comparison
+            points = [p for p in reference["games"].get(game, []) if p[0] <= 1.05 * x_max]
             if points:
                 rx, ry = zip(*points)
                 ax.plot(np.asarray(rx) / unit, ry, "x", ms=8, mew=2, color=f"C{7 + j}",
