@@ -129,8 +129,8 @@ class Config:
 #   f.smooth_l1_loss (Huber with threshold 1, MEAN over the batch), rewards unclipped, t
 #   counting env.act calls only, one observation per state (no frame stack), the network
 #   in networks.minatar_network. RMSprop has no momentum: GRAD_MOMENTUM 0.95 is the centered
-#   average's decay, as in DQN 3.0 (the maintainer's answer in kenjyoung/MinAtar PR #37; the
-#   paper's curves predate the momentum=0.95 that PR added). Sticky actions 0.1 and
+#   average's decay, as in DQN 3.0 (the maintainer's answer in kenjyoung/MinAtar PR #37, which
+#   proposed passing it as momentum=0.95; the paper's 2019 curves had none). Sticky actions 0.1 and
 #   difficulty ramping are the environments' defaults. No evaluation phase in the paper:
 #   its curves are training returns, so evaluations here are sparse.
 PRESETS: Dict[str, Dict[str, object]] = {
