@@ -235,7 +235,9 @@ def table(curves: List[Curve], at: List[int]) -> str:
     for curve in sorted(curves, key=lambda c: (c.game, c.seed)):
         games.setdefault(curve.game, []).append(curve)
     x_name = curves[0].x_name.replace("_", " ")
-    header = ["game", "seeds"] + [f"at {x:,} {x_name}" for x in at] + ["last evaluation"]
+    with_evals = any(c.evals for c in curves)  # MinAtar's curve files have none
+    header = (["game", "seeds"] + [f"at {x:,} {x_name}" for x in at]
+              + (["last evaluation"] if with_evals else []))
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for game, runs in games.items():
         cells = [game, ", ".join(str(c.seed) for c in runs)]
@@ -246,8 +248,9 @@ def table(curves: List[Curve], at: List[int]) -> str:
             done = [v for v in values if not np.isnan(v)]
             cells.append(f"{np.mean(done):.2f}" + (f" ({per_seed})" if len(runs) > 1 else "")
                          if len(done) == len(values) else per_seed)
-        evals = [f"{c.evals[-1][1]:.2f} at {c.evals[-1][0]:,}" for c in runs if c.evals]
-        cells.append("; ".join(evals) or "-")
+        if with_evals:
+            evals = [f"{c.evals[-1][1]:.2f} at {c.evals[-1][0]:,}" for c in runs if c.evals]
+            cells.append("; ".join(evals) or "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
