@@ -226,8 +226,8 @@ class Agent:
         self._update_fn = self._update.get_concrete_function()
         self._update_then_q_fn = self._update_then_q.get_concrete_function()
         # K = 1 (every update of MinAtar's one-update-per-frame schedule, and of DQN 3.0's
-        # with one env) without the K loop: the graph while-loop cost a MinAtar update about
-        # 0.6 ms of 3.0 on this CPU.
+        # with one env) without the K loop: a graph while-loop has a fixed cost per call that
+        # is a sizeable part of a small network's update on a CPU.
         one = [tf.TensorSpec(spec.shape[1:], spec.dtype) for spec in update_args]
         self._update_one_fn = tf.function(
             lambda *args: UpdateStats(*self._update_step(*args)), jit_compile=jit_compile,
