@@ -57,6 +57,8 @@ def main(argv=None) -> int:
 
     import numpy as np
 
+    from dqn.quiet_tf import import_tensorflow
+    import_tensorflow()  # before networks imports it: no CUDA noise on a CPU-only machine
     from dqn import networks
     from dqn.evaluation import evaluate
 

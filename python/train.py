@@ -98,15 +98,17 @@ def main(argv=None) -> int:
         config_lib.fail(str(e))
 
     # ---- slow imports, only once the input is known to be good ------------------------------
+    from dqn.quiet_tf import import_tensorflow
+    tf = import_tensorflow()  # before keras and tfdqn_ops, which import it too
+
     import keras
     import numpy as np
-    import tensorflow as tf
     from tfdqn_ops import ReplayMemory
 
     from dqn import agent as agent_lib
     from dqn import networks
     from dqn.evaluation import evaluate
-    from dqn.logger import RunLogger, truncate_metrics
+    from dqn.logger import EtaEstimator, RunLogger, truncate_metrics
 
     if cfg.tf_threads:
         tf.config.threading.set_intra_op_parallelism_threads(cfg.tf_threads)
@@ -155,7 +157,9 @@ def main(argv=None) -> int:
         print(f"resuming {cfg.run_dir} from step {state['step']:,} ({path})"
               + (f"; envs {restarted} restart their episode" if restarted else ""), flush=True)
     step = state["step"]
-    log = RunLogger(cfg.run_dir, cfg.steps, step)
+    log = RunLogger(cfg.run_dir, cfg.steps, step, eta=EtaEstimator(
+        cfg.steps, learn_start=cfg.learn_start, eval_freq=cfg.eval_freq,
+        save_freq=cfg.save_freq))
     if state["last_eval"] is not None:
         log.last_eval = f"{state['last_eval']:.1f}"
     recent_scores = deque(state["recent_scores"], maxlen=100)
@@ -174,7 +178,9 @@ def main(argv=None) -> int:
                              python_random=random.getstate(), numpy_global=np.random.get_state())
         path = checkpoint.save(cfg.run_dir, step, agent.get_state(), trainer_state, replay)
         times.lap("checkpoint", t)
-        log.message(f"checkpoint {path} ({time.perf_counter() - t:.1f} s)")
+        seconds = time.perf_counter() - t
+        log.eta.checkpoint_took(seconds)
+        log.message(f"checkpoint {path} ({seconds:.1f} s)")
 
     def run_evaluation() -> None:
         """DQN 3.0: --eval-steps at --eval-ep on full games; keep the best network."""
@@ -295,7 +301,8 @@ def main(argv=None) -> int:
             saved_at = step
         if crossed(before, step, cfg.prog_freq):
             calls = learned["calls"]
-            log.train(step, dict(
+            paused = times.seconds.get("eval", 0.0) + times.seconds.get("checkpoint", 0.0)
+            log.train(step, paused_seconds=paused, record=dict(
                 epsilon=eps, loss=learned["loss"] / calls if calls else None,
                 mean_q=learned["q"] / calls if calls else None, updates=state["updates"],
                 games=state["games"], replay_size=len(replay),
