@@ -67,7 +67,8 @@ def main(argv=None) -> int:
     pool = envs_lib.EnvPool([env], codec)
     kind = networks.network_kind(cfg.network, codec.obs_shape)
     spec = networks.state_spec(kind, cfg.hist_len, codec.obs_shape)
-    model = networks.build_network(kind, pool.n_actions, spec, cfg.mlp_hidden)
+    model = networks.build_network(kind, pool.n_actions, spec, cfg.mlp_hidden,
+                                   cfg.precision)
 
     best = None if args.latest else checkpoint.load_best(args.run_dir)
     if best is not None:

@@ -127,7 +127,8 @@ def main(argv=None) -> int:
     keras.utils.set_random_seed(cfg.seed)  # network initialization
     try:
         agent = agent_lib.Agent(
-            lambda: networks.build_network(kind, pool.n_actions, spec, cfg.mlp_hidden), spec,
+            lambda: networks.build_network(kind, pool.n_actions, spec, cfg.mlp_hidden,
+                                           cfg.precision), spec,
             discount=cfg.discount, clip_delta=cfg.clip_delta, lr=cfg.lr,
             double_dqn=cfg.double_dqn, optimizer=cfg.optimizer,
             loss_reduction=cfg.loss_reduction, jit_compile=cfg.jit_compile,

@@ -161,6 +161,48 @@ class TorchCenteredRMSprop:
             variable.assign_sub(self.learning_rate * gradient / (std + eps))
 
 
+class DynamicLossScale:
+    """float16's dynamic loss scaling (Micikevicius et al. 2018, "Mixed Precision Training";
+    the rule Keras' LossScaleOptimizer follows): the objective is multiplied by a scale before
+    differentiation so that small float16 gradients do not flush to zero, and the float32
+    gradients are divided by it again. A step whose gradients are not all finite is skipped
+    (weights and optimizer state untouched) and halves the scale; `growth_interval` finite
+    steps in a row double it.
+
+    Kept apart from the optimizer, not as Keras' wrapper, so that it works with every
+    optimizer here (TorchCenteredRMSprop is not a Keras optimizer) and the optimizer's
+    variables are the same in every precision: a checkpoint resumes under another
+    --precision.
+    """
+
+    def __init__(self, initial_scale: float = 2.0 ** 15, growth_interval: int = 2000):
+        self.scale = tf.Variable(initial_scale, trainable=False, dtype=tf.float32,
+                                 name="loss_scale")
+        self.good_steps = tf.Variable(0, trainable=False, dtype=tf.int64, name="good_steps")
+        self.growth_interval = int(growth_interval)
+        self.variables = [self.scale, self.good_steps]
+
+    def apply(self, optimizer, scaled_gradients, variables) -> None:
+        """Unscale; apply with `optimizer` if all finite, else skip; adjust the scale."""
+        gradients = [g / self.scale for g in scaled_gradients]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
+
+        def step():
+            optimizer.apply_gradients(zip(gradients, variables))
+            grow = self.good_steps + 1 >= self.growth_interval
+            self.scale.assign(tf.where(grow, self.scale * 2.0, self.scale))
+            self.good_steps.assign(tf.where(grow, tf.constant(0, tf.int64),
+                                            self.good_steps + 1))
+            return tf.constant(True)
+
+        def skip():
+            self.scale.assign(tf.maximum(self.scale / 2.0, 1.0))
+            self.good_steps.assign(0)
+            return tf.constant(False)
+
+        tf.cond(finite, step, skip)
+
+
 def make_optimizer(name: str, lr: float) -> keras.optimizers.Optimizer:
     """'rmsprop' (DQN 3.0), 'rmsprop-torch' (MinAtar's dqn.py) or 'adam'.
 
@@ -192,6 +234,12 @@ class Agent:
         sum / B is the same loss and the same gradient, hence the same optimizer step.
       jit_compile: compile the update with XLA (raises JitCompileError if it cannot).
       jit_act: compile the acting forward pass (q_values) with XLA.
+
+    Mixed precision comes with the networks (networks.build_network's precision): their
+    layers compute in bfloat16 or float16, the Q head and so Q, the op and the loss in
+    float32; variables and optimizer state stay float32. A network with float16 layers gets
+    dynamic loss scaling (DynamicLossScale). (Were Q in a low dtype, rewards and terminals
+    would be cast to it: the op takes them in q's dtype.)
     """
 
     def __init__(self, make_network: Callable[[], keras.Model], state_spec: tf.TensorSpec, *,
@@ -206,6 +254,8 @@ class Agent:
         networks.copy_weights(self.online, self.target)
         self.optimizer = make_optimizer(optimizer, lr)
         self.optimizer.build(self.online.trainable_variables)
+        float16 = "float16" in networks.compute_dtypes(self.online)
+        self.loss_scale = DynamicLossScale() if float16 else None
         self.discount = float(discount)
         self.clip_delta = float(clip_delta)
         self.double_dqn = bool(double_dqn)
@@ -253,11 +303,11 @@ class Agent:
         """The updates, then Q(states) with the updated weights (the reads of the weights are
         ordered after the optimizer's writes by tf.function's automatic control deps)."""
         stats = self._update_steps(windows, actions, rewards, terminals)
-        return stats, self.online(states, training=False)
+        return stats, tf.cast(self.online(states, training=False), tf.float32)
 
     def _update_one_then_q(self, windows, actions, rewards, terminals, states):
         stats = UpdateStats(*self._update_step(windows, actions, rewards, terminals))
-        return stats, self.online(states, training=False)
+        return stats, tf.cast(self.online(states, training=False), tf.float32)
 
     def _update_step(self, windows, actions, rewards, terminals):
         s, s2 = windows[:, :-1], windows[:, 1:]
@@ -266,15 +316,22 @@ class Agent:
         variables = self.online.trainable_variables
         with tf.GradientTape() as tape:
             q = self.online(s, training=True)
-            out = tfdqn_ops.dqn_targets(q, q_next, actions, rewards, terminals,
-                                        discount=self.discount, r_max=1.0,
-                                        clip_delta=self.clip_delta, q_next_online=q_next_online)
+            out = tfdqn_ops.dqn_targets(q, q_next, actions, tf.cast(rewards, q.dtype),
+                                        tf.cast(terminals, q.dtype), discount=self.discount,
+                                        r_max=1.0, clip_delta=self.clip_delta,
+                                        q_next_online=q_next_online)
             # A SUM: its gradient is DQN 3.0's -dw (see tfdqn_ops.dqn_targets).
-            loss = tf.reduce_sum(out.loss)
-            batch = tf.cast(tf.shape(q)[0], loss.dtype)
+            loss = tf.reduce_sum(tf.cast(out.loss, tf.float32))
+            batch = tf.cast(tf.shape(q)[0], tf.float32)
             objective = loss / batch if self.mean_loss else loss
-        self.optimizer.apply_gradients(zip(tape.gradient(objective, variables), variables))
-        return loss / batch, tf.reduce_mean(tf.reduce_max(q, axis=1))
+            if self.loss_scale is not None:
+                objective = objective * self.loss_scale.scale
+        gradients = tape.gradient(objective, variables)
+        if self.loss_scale is None:
+            self.optimizer.apply_gradients(zip(gradients, variables))
+        else:
+            self.loss_scale.apply(self.optimizer, gradients, variables)
+        return loss / batch, tf.reduce_mean(tf.cast(tf.reduce_max(q, axis=1), tf.float32))
 
     def _check_jit(self, windows_spec):
         shape = [1 if d is None else d for d in windows_spec.shape]
@@ -316,17 +373,24 @@ class Agent:
     def copy_target(self) -> None:
         self._copy()
 
-    # Checkpoints: everything the update depends on, as numpy arrays.
+    # Checkpoints: everything the update depends on, as numpy arrays. The same in every
+    # precision (float32 variables), except float16's loss scale: a checkpoint without one
+    # starts it afresh, and one with it resumes under float32 / bfloat16 without it.
     def get_state(self) -> dict:
-        return {"online": [w.numpy() for w in self.online.weights],
-                "target": [w.numpy() for w in self.target.weights],
-                "optimizer": [v.numpy() for v in self.optimizer.variables]}
+        state = {"online": [w.numpy() for w in self.online.weights],
+                 "target": [w.numpy() for w in self.target.weights],
+                 "optimizer": [v.numpy() for v in self.optimizer.variables]}
+        if self.loss_scale is not None:
+            state["loss_scale"] = [v.numpy() for v in self.loss_scale.variables]
+        return state
 
     def set_state(self, state: dict) -> None:
         for name, variables in (("online", self.online.weights),
                                 ("target", self.target.weights),
                                 ("optimizer", self.optimizer.variables)):
             _assign_all(variables, state[name], name)
+        if self.loss_scale is not None and "loss_scale" in state:
+            _assign_all(self.loss_scale.variables, state["loss_scale"], "loss_scale")
 
 
 def _assign_all(variables: Sequence[tf.Variable], values: Sequence[np.ndarray], what: str):

@@ -53,6 +53,10 @@ def _save_arrays(path: str, arrays: dict) -> None:
     _write_file(path, lambda f: np.savez(f, **arrays))
 
 
+# What Agent.get_state holds; loss_scale only with --precision mixed_float16.
+AGENT_PARTS = ("online", "target", "optimizer", "loss_scale")
+
+
 def checkpoints_dir(run_dir: str) -> str:
     return os.path.join(run_dir, "checkpoints")
 
@@ -64,7 +68,7 @@ def save(run_dir: str, step: int, agent_state: dict, trainer_state: dict, replay
     final = os.path.join(root, f"{PREFIX}{step:012d}")
     tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{PREFIX}{step:012d}-", dir=root)
     os.chmod(tmp, 0o755)
-    arrays = {f"{name}_{i:03d}": value for name in ("online", "target", "optimizer")
+    arrays = {f"{name}_{i:03d}": value for name in AGENT_PARTS if name in agent_state
               for i, value in enumerate(agent_state[name])}
     _save_arrays(os.path.join(tmp, "networks.npz"), arrays)
     _write_file(os.path.join(tmp, "state.pkl"),
@@ -98,12 +102,14 @@ def latest(run_dir: str) -> Optional[str]:
 
 
 def load_agent_state(path: str) -> dict:
-    """{'online', 'target', 'optimizer'}: lists of arrays, in variable order."""
+    """{'online', 'target', 'optimizer'[, 'loss_scale']}: lists of arrays, in variable
+    order ('loss_scale' only from a float16 run)."""
     with np.load(os.path.join(path, "networks.npz")) as data:
         state = {}
-        for name in ("online", "target", "optimizer"):
+        for name in AGENT_PARTS:
             keys = sorted(k for k in data.files if k.startswith(name + "_"))
-            state[name] = [data[k] for k in keys]
+            if keys or name != "loss_scale":
+                state[name] = [data[k] for k in keys]
     return state
 
 

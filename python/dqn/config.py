@@ -81,6 +81,11 @@ class Config:
     clip_delta: float = _opt(1.0, "TD errors clipped to [-x, x] in the gradient (Huber loss); "
                              "0: no clip")
     double_dqn: bool = _opt(False, "double DQN: the online network picks the next action")
+    precision: str = _opt("float32", "float32 (DQN 3.0); mixed_bfloat16: the networks compute "
+                          "in bfloat16 (CPUs with AMX / AVX-512 BF16, GPUs with tensor cores); "
+                          "mixed_float16: float16 with dynamic loss scaling (GPUs). Weights, "
+                          "optimizer state and checkpoints stay float32",
+                          choices=("float32", "mixed_bfloat16", "mixed_float16"))
     network: str = _opt("auto", "auto: nature for Atari, minatar for MinAtar, mlp for vector "
                         "observations", choices=("auto", "nature", "minatar", "mlp"))
     mlp_hidden: Tuple[int, ...] = _opt((256, 256), "hidden layer sizes of the MLP, e.g. 64,64",
@@ -157,7 +162,7 @@ PRESETS: Dict[str, Dict[str, object]] = {
 # What may differ from the run's config.json on --resume (nothing that shapes the state).
 RESUMABLE_OVERRIDES = ("steps", "eval_freq", "eval_steps", "eval_ep", "eval_envs",
                        "stop_score", "save_freq", "prog_freq", "jit_compile", "jit_act",
-                       "tf_threads")
+                       "tf_threads", "precision")
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 

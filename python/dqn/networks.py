@@ -20,72 +20,101 @@ def torch7_uniform(fan_in: int) -> keras.initializers.Initializer:
     return keras.initializers.RandomUniform(-bound, bound)
 
 
-def _conv(filters, kernel, stride, in_channels, name):
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def dtype_policy(precision: str) -> keras.DTypePolicy:
+    """'float32', or Keras' mixed policies: layers compute in bfloat16 / float16 while their
+    variables (and so the optimizer's state and the checkpoints) stay float32. The Q head
+    stays float32 (Q_HEAD_POLICY)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return keras.DTypePolicy(precision)
+
+
+# The Q head computes in float32 in every precision: Q values reach ~10 (Atari) to ~100
+# (CartPole), where bfloat16's 8-bit mantissa has steps of 0.03 to 0.5, coarser than the
+# TD errors and action gaps DQN learns from (with a bfloat16 head the classic preset's
+# CartPole stalls below 195 in 30k steps; with this one it learns as float32 does). The head
+# is a small share of the work (512 x actions of the Nature network's 1.7M weights).
+Q_HEAD_POLICY = keras.DTypePolicy("float32")
+
+
+def _conv(filters, kernel, stride, in_channels, name, policy):
     fan_in = in_channels * kernel * kernel
     return keras.layers.Conv2D(filters, kernel, strides=stride, activation="relu", name=name,
                                kernel_initializer=torch7_uniform(fan_in),
-                               bias_initializer=torch7_uniform(fan_in))
+                               bias_initializer=torch7_uniform(fan_in), dtype=policy)
 
 
-def _dense(units, fan_in, name, activation=None):
+def _dense(units, fan_in, name, policy, activation=None):
     return keras.layers.Dense(units, activation=activation, name=name,
                               kernel_initializer=torch7_uniform(fan_in),
-                              bias_initializer=torch7_uniform(fan_in))
+                              bias_initializer=torch7_uniform(fan_in), dtype=policy)
 
 
-def nature_network(n_actions: int, hist_len: int = 4, size: int = 84) -> keras.Model:
-    """uint8 [B, hist_len, 84, 84] -> Q [B, n_actions] float32 (reference §4).
+def nature_network(n_actions: int, hist_len: int = 4, size: int = 84,
+                   precision: str = "float32") -> keras.Model:
+    """uint8 [B, hist_len, 84, 84] -> Q [B, n_actions] float32 (reference §4); the layers
+    before the Q head compute in `precision`'s compute dtype.
 
     Frames / 255 -> Conv 32 8x8 s4 -> ReLU -> Conv 64 4x4 s2 -> ReLU -> Conv 64 3x3 s1 -> ReLU
     -> flatten (3136) -> Dense 512 -> ReLU -> Dense n_actions. The input is channels-first as
     the replay stores it and is transposed once to channels-last, the layout TF's CPU
     convolutions support; that only permutes the flattened features, which the uniform
-    initialization does not see.
+    initialization does not see. The uint8 frames are converted once, straight to the compute
+    dtype.
     """
+    policy = dtype_policy(precision)
     frames = keras.Input((hist_len, size, size), dtype="uint8", name="frames")
-    x = keras.ops.transpose(keras.ops.cast(frames, "float32") / 255.0, (0, 2, 3, 1))
-    x = _conv(32, 8, 4, hist_len, "conv1")(x)
-    x = _conv(64, 4, 2, 32, "conv2")(x)
-    x = _conv(64, 3, 1, 64, "conv3")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.ops.cast(frames, policy.compute_dtype) / 255.0
+    x = keras.ops.transpose(x, (0, 2, 3, 1))
+    x = _conv(32, 8, 4, hist_len, "conv1", policy)(x)
+    x = _conv(64, 4, 2, 32, "conv2", policy)(x)
+    x = _conv(64, 3, 1, 64, "conv3", policy)(x)
+    x = keras.layers.Flatten(name="flatten", dtype=policy)(x)
     fan_in = int(x.shape[-1])  # 7 * 7 * 64 = 3136 for 84x84
-    x = _dense(512, fan_in, "fc", activation="relu")(x)
-    q = _dense(n_actions, 512, "q")(x)
+    x = _dense(512, fan_in, "fc", policy, activation="relu")(x)
+    q = _dense(n_actions, 512, "q", Q_HEAD_POLICY)(x)
     return keras.Model(frames, q, name="nature_dqn")
 
 
 def minatar_network(n_actions: int, hist_len: int = 1,
-                    obs_shape: Sequence[int] = (10, 10, 4)) -> keras.Model:
+                    obs_shape: Sequence[int] = (10, 10, 4),
+                    precision: str = "float32") -> keras.Model:
     """uint8 [B, hist_len, 10, 10, C] (0/1 planes) -> Q [B, n_actions] float32.
 
     MinAtar's examples/dqn.py QNetwork: Conv 16 3x3 s1 (valid) -> ReLU -> flatten (8*8*16 =
     1024) -> Dense 128 -> ReLU -> Dense n_actions, on the raw 0/1 planes (no scaling). The
     observation is already channels-last; a history > 1 stacks its frames' channels.
     """
+    policy = dtype_policy(precision)
     height, width, channels = obs_shape
     planes = keras.Input((hist_len, height, width, channels), dtype="uint8", name="planes")
-    x = keras.ops.cast(planes, "float32")
+    x = keras.ops.cast(planes, policy.compute_dtype)  # 0/1: exact in every dtype
     if hist_len > 1:  # [B, h, H, W, C] -> [B, H, W, h * C]
         x = keras.ops.transpose(x, (0, 2, 3, 1, 4))
-    x = keras.layers.Reshape((height, width, hist_len * channels), name="stack")(x)
-    x = _conv(16, 3, 1, hist_len * channels, "conv")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Reshape((height, width, hist_len * channels), name="stack", dtype=policy)(x)
+    x = _conv(16, 3, 1, hist_len * channels, "conv", policy)(x)
+    x = keras.layers.Flatten(name="flatten", dtype=policy)(x)
     fan_in = int(x.shape[-1])  # (10 - 2) * (10 - 2) * 16 = 1024
-    x = _dense(128, fan_in, "fc", activation="relu")(x)
-    q = _dense(n_actions, 128, "q")(x)
+    x = _dense(128, fan_in, "fc", policy, activation="relu")(x)
+    q = _dense(n_actions, 128, "q", Q_HEAD_POLICY)(x)
     return keras.Model(planes, q, name="minatar_dqn")
 
 
 def mlp_network(n_actions: int, obs_dim: int, hist_len: int = 1,
-                hidden: Sequence[int] = (256, 256)) -> keras.Model:
-    """float32 [B, hist_len, obs_dim] -> Q [B, n_actions]: flatten, ReLU layers, linear."""
+                hidden: Sequence[int] = (256, 256), precision: str = "float32") -> keras.Model:
+    """float32 [B, hist_len, obs_dim] -> Q [B, n_actions] float32: flatten, ReLU layers,
+    linear."""
+    policy = dtype_policy(precision)
     obs = keras.Input((hist_len, obs_dim), dtype="float32", name="observations")
-    x = keras.layers.Flatten(name="flatten")(obs)
+    x = keras.layers.Flatten(name="flatten", dtype=policy)(obs)
     fan_in = hist_len * obs_dim
     for i, units in enumerate(hidden):
-        x = _dense(units, fan_in, f"fc{i + 1}", activation="relu")(x)
+        x = _dense(units, fan_in, f"fc{i + 1}", policy, activation="relu")(x)
         fan_in = units
-    q = _dense(n_actions, fan_in, "q")(x)
+    q = _dense(n_actions, fan_in, "q", Q_HEAD_POLICY)(x)
     return keras.Model(obs, q, name="mlp_dqn")
 
 
@@ -116,30 +145,38 @@ def state_spec(kind: str, hist_len: int, obs_shape) -> tf.TensorSpec:
 
 
 def build_network(kind: str, n_actions: int, spec: tf.TensorSpec,
-                  mlp_hidden: Sequence[int] = (256, 256)) -> keras.Model:
+                  mlp_hidden: Sequence[int] = (256, 256),
+                  precision: str = "float32") -> keras.Model:
     """kind 'nature' (spec [hist, 84, 84]), 'minatar' (spec [hist, 10, 10, C]) or 'mlp'
-    (spec [hist, obs_dim])."""
+    (spec [hist, obs_dim]); precision one of PRECISIONS (the weights are float32 in all)."""
     hist_len, obs_shape = spec.shape[0], spec.shape[1:]
     if kind == "nature":
-        return nature_network(n_actions, hist_len, obs_shape[0])
+        return nature_network(n_actions, hist_len, obs_shape[0], precision)
     if kind == "minatar":
-        return minatar_network(n_actions, hist_len, obs_shape)
+        return minatar_network(n_actions, hist_len, obs_shape, precision)
     if kind == "mlp":
-        return mlp_network(n_actions, obs_shape[0], hist_len, mlp_hidden)
+        return mlp_network(n_actions, obs_shape[0], hist_len, mlp_hidden, precision)
     raise ValueError(f"unknown network kind {kind!r} (expected 'nature', 'minatar' or 'mlp')")
 
 
 def compile_q(model: keras.Model, spec: tf.TensorSpec, jit_compile: bool = False):
-    """states [N, *spec.shape] (numpy) -> Q [N, A] numpy, through one traced tf.function.
+    """states [N, *spec.shape] (numpy) -> Q [N, A] float32 numpy, through one traced
+    tf.function (a mixed-precision network's Q is cast up once, inside it).
 
     jit_compile: XLA, about 0.5 ms faster per call for the Nature network at batch 1-8 on
     CPU (each new batch size compiles once).
     """
     batched = tf.TensorSpec([None, *spec.shape], spec.dtype)
-    forward = tf.function(lambda s: model(s, training=False), input_signature=[batched],
+    forward = tf.function(lambda s: tf.cast(model(s, training=False), tf.float32),
+                          input_signature=[batched],
                           jit_compile=jit_compile)
     concrete = forward.get_concrete_function()  # calling it directly skips ~0.3 ms of dispatch
     return lambda states: concrete(states).numpy()
+
+
+def compute_dtypes(model: keras.Model) -> set:
+    """The dtypes the model's layers compute in, e.g. {'float32', 'bfloat16'}."""
+    return {layer.dtype_policy.compute_dtype for layer in model.layers}
 
 
 def copy_weights(source: keras.Model, target: keras.Model) -> None:
