@@ -2,7 +2,14 @@
 
     python benchmarks/bench_train.py                    # ours only (about 5 minutes)
     python benchmarks/bench_train.py --sb3              # + Stable-Baselines3 (about 10 more)
+    python benchmarks/bench_train.py --sb3 --pong-only --rounds 2   # the trainer table
     python benchmarks/bench_train.py --out docs/BENCHMARKS_train.md
+
+Pong rows: train.py in float32 with 1 and 4 environments, and with the fast settings
+(FAST_FLAGS: 4 environments and mixed bfloat16); SB3 with 1 environment (torch 2 and 1
+threads) and with 4 (n_envs 4, one gradient step per 4 agent steps as ours, torch 2
+threads, its faster setting here). With --rounds R every configuration runs R times, the
+configurations alternating within each round; the table gives the median (and each round).
 
 Pong: `python/train.py` with DQN 3.0's default settings except a learning start of 2,000
 steps, a 100,000-transition replay and epsilon reaching its final 0.1 after 1,000 more steps
@@ -59,13 +66,18 @@ def metrics(run_dir, kind):
         return [r for r in map(json.loads, f) if r["type"] == kind]
 
 
-def pong_ours(num_envs, workdir):
-    run_dir = os.path.join(workdir, f"pong-n{num_envs}")
+# The fast settings of README's "Fast settings": more environments (one batched forward pass
+# for 4 agent steps; the same updates per agent step) and bfloat16 hidden layers.
+FAST_FLAGS = ("--num-envs", "4", "--precision", "mixed_bfloat16")
+
+
+def pong_ours(num_envs, workdir, extra=(), tag=""):
+    run_dir = os.path.join(workdir, f"pong-n{num_envs}{tag}-{time.time_ns()}")
     steps = PONG_LEARN_START + 1_000 + PONG_WINDOW
     cmd = ["--steps", str(steps), "--learn-start", str(PONG_LEARN_START),
            "--replay-memory", "100000", "--ep-endt", "1000", "--eval-freq", "0",
            "--save-freq", "0",
-           "--prog-freq", "1000", "--num-envs", str(num_envs), "--run-dir", run_dir]
+           "--prog-freq", "1000", "--num-envs", str(num_envs), *extra, "--run-dir", run_dir]
     run_train(cmd, workdir)
     windows = [r for r in metrics(run_dir, "train")
                if r["step"] - 1000 >= PONG_LEARN_START + 1000]
@@ -90,7 +102,7 @@ def cartpole_ours(seed, workdir):
             "process_seconds": wall, "last_eval": evals[-1]["eval_mean_score"] if evals else None}
 
 
-def pong_sb3(threads):
+def pong_sb3(threads, n_envs=1):
     import gymnasium as gym
     import ale_py
     import torch
@@ -100,11 +112,14 @@ def pong_sb3(threads):
 
     gym.register_envs(ale_py)
     torch.set_num_threads(threads)
-    env = VecFrameStack(make_atari_env("PongNoFrameskip-v4", n_envs=1, seed=0), n_stack=4)
+    env = VecFrameStack(make_atari_env("PongNoFrameskip-v4", n_envs=n_envs, seed=0), n_stack=4)
     total = PONG_LEARN_START + 1_000 + PONG_WINDOW
+    # train_freq counts steps of the vectorized env (n_envs agent steps each): one gradient
+    # step per 4 agent steps in both cases, as ours
     model = DQN("CnnPolicy", env, learning_rate=2.5e-4, buffer_size=100_000,
-                learning_starts=PONG_LEARN_START, batch_size=32, gamma=0.99, train_freq=4,
-                gradient_steps=1, target_update_interval=10_000,
+                learning_starts=PONG_LEARN_START, batch_size=32, gamma=0.99,
+                train_freq=max(1, 4 // n_envs), gradient_steps=1,
+                target_update_interval=10_000,
                 exploration_fraction=(PONG_LEARN_START + 1_000) / total,
                 exploration_final_eps=0.1, optimize_memory_usage=False, seed=0, verbose=0,
                 device="cpu")
@@ -168,6 +183,8 @@ def main():
     parser.add_argument("--sb3", action="store_true", help="also run Stable-Baselines3")
     parser.add_argument("--seeds", type=int, default=3, help="CartPole seeds (default 3)")
     parser.add_argument("--out", help="also write the markdown to this file")
+    parser.add_argument("--rounds", type=int, default=1, help="Pong rounds (default 1)")
+    parser.add_argument("--pong-only", action="store_true", help="skip CartPole")
     args = parser.parse_args()
 
     lines = []
@@ -179,29 +196,60 @@ def main():
     import tensorflow as tf  # noqa: F401  (version for the header only)
     emit(f"Machine: {cpu_name()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
          f"TensorFlow {tf.__version__}. Command: `python benchmarks/bench_train.py"
-         f"{' --sb3' if args.sb3 else ''}`.")
+         f"{' --sb3' if args.sb3 else ''}{' --pong-only' if args.pong_only else ''}"
+         f"{f' --rounds {args.rounds}' if args.rounds != 1 else ''}`.")
     emit()
     with tempfile.TemporaryDirectory() as workdir:
         emit(f"## Pong (ALE/Pong-v5), agent steps/s after learning starts "
              f"({PONG_WINDOW:,} steps)")
         emit()
-        emit("| trainer | steps/s | update (ms) | act (ms/step) | env (ms/step) | "
-             "replay add (ms/call) | replay sample (ms/batch) |")
-        emit("| --- | --- | --- | --- | --- | --- | --- |")
-        pong = [pong_ours(n, workdir) for n in (1, 4)]
-        for r in pong:
-            emit(f"| train.py --num-envs {r['num_envs']} | {r['sps']:.1f} | "
-                 f"{r['update_ms']:.1f} | {r['act_ms']:.2f} | {r['env_ms']:.2f} | "
-                 f"{r['replay_add_ms']:.3f} | {r['replay_sample_ms']:.3f} |")
-        if args.sb3:
-            for threads in (2, 1):  # torch's default here is 2; 1 avoids its sampling stall
-                sb3 = pong_sb3(threads)
-                emit(f"| SB3 DQN (torch {sb3['torch_threads']} threads) | {sb3['sps']:.1f} | "
-                     f"{sb3['update_ms']:.1f} | {sb3['outside_update_ms']:.2f} (all outside "
-                     "updates) | | | |")
+        emit("| trainer | steps/s (median; rounds) | vs SB3, same envs | update (ms) | "
+             "act (ms/step) | env (ms/step) | replay add (ms/call) | "
+             "replay sample (ms/batch) |")
+        emit("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        ours_configs = [("train.py --num-envs 1", 1, ()), ("train.py --num-envs 4", 4, ()),
+                        ("train.py " + " ".join(FAST_FLAGS), 4, FAST_FLAGS[2:])]
+        sb3_configs = [(1, 2), (1, 1), (4, 2)] if args.sb3 else []  # (n_envs, threads)
+        ours = {name: [] for name, _, _ in ours_configs}
+        sb3 = {config: [] for config in sb3_configs}
+        for _ in range(args.rounds):
+            for i, (name, n, extra) in enumerate(ours_configs):
+                ours[name].append(pong_ours(n, workdir, extra, tag=f"c{i}"))
+            for n, threads in sb3_configs:
+                sb3[(n, threads)].append(pong_sb3(threads, n))
+
+        def median_sps(results):
+            return statistics.median(r["sps"] for r in results)
+
+        def rounds_text(results):
+            return ", ".join(f"{r['sps']:.1f}" for r in results)
+
+        best_sb3 = {}
+        for (n, threads), results in sb3.items():
+            best_sb3[n] = max(best_sb3.get(n, 0.0), median_sps(results))
+        for name, n, _ in ours_configs:
+            results = ours[name]
+            ratio = (f"{median_sps(results) / best_sb3[n]:.2f}x" if n in best_sb3 else "-")
+            phase = {k: statistics.median(r[k] for r in results)
+                     for k in ("update_ms", "act_ms", "env_ms", "replay_add_ms",
+                               "replay_sample_ms")}
+            emit(f"| {name} | {median_sps(results):.1f} ({rounds_text(results)}) | {ratio} | "
+                 f"{phase['update_ms']:.1f} | {phase['act_ms']:.2f} | {phase['env_ms']:.2f} | "
+                 f"{phase['replay_add_ms']:.3f} | {phase['replay_sample_ms']:.3f} |")
+        for (n, threads), results in sb3.items():
+            update = statistics.median(r["update_ms"] for r in results)
+            outside = statistics.median(r["outside_update_ms"] for r in results)
+            emit(f"| SB3 DQN (n_envs {n}, torch {threads} threads) | {median_sps(results):.1f} "
+                 f"({rounds_text(results)}) | {median_sps(results) / best_sb3[n]:.2f}x | "
+                 f"{update:.1f} | {outside:.2f} (all outside updates) | | | |")
         emit()
-        emit("Command of the first row: `" + pong[0]["command"] + "`")
+        emit("Command of the first row: `" + ours[ours_configs[0][0]][0]["command"] + "`")
         emit()
+        if args.pong_only:
+            if args.out:
+                with open(args.out, "w") as f:
+                    f.write("\n".join(lines) + "\n")
+            return
         emit("## CartPole-v1 with --preset classic, to an evaluation mean >= 475")
         emit()
         emit("| seed | solved | agent steps | seconds (run) | seconds (process, incl. "
