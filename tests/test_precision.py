@@ -168,3 +168,19 @@ def test_cartpole_learns_in_mixed_precision(tmp_path, precision):
         timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"from step {step:,}" in result.stdout
+    # evaluate.py plays the run's best network (saved by the mixed-precision run)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "python" / "evaluate.py"), run_dir, "--episodes", "3"],
+        cwd=tmp_path, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True,
+        text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    mean = float(result.stdout.split("mean score ")[1].split()[0])
+    assert mean >= 100, result.stdout  # a learned policy (random play: about 22)
+
+
+def test_a_bad_precision_is_one_clear_error(tmp_path):
+    result = subprocess.run([sys.executable, TRAIN, "--precision", "float8"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "--precision" in result.stderr and "float8" in result.stderr
+    assert "mixed_bfloat16" in result.stderr  # the choices are named
