@@ -60,15 +60,12 @@ def main(argv=None) -> int:
     from dqn.quiet_tf import import_tensorflow
     import_tensorflow()  # before networks imports it: no CUDA noise on a CPU-only machine
     from dqn import networks
+    from dqn.build import make_pool, network_factory
     from dqn.evaluation import evaluate
 
-    env = envs_lib.make_env(cfg, training=False)
-    codec = envs_lib.make_codec(env)
-    pool = envs_lib.EnvPool([env], codec)
-    kind = networks.network_kind(cfg.network, codec.obs_shape)
-    spec = networks.state_spec(kind, cfg.hist_len, codec.obs_shape)
-    model = networks.build_network(kind, pool.n_actions, spec, cfg.mlp_hidden,
-                                   cfg.precision)
+    pool = make_pool(cfg, 1, training=False)
+    _, spec, build_network = network_factory(cfg, pool)
+    model = build_network()
 
     best = None if args.latest else checkpoint.load_best(args.run_dir)
     if best is not None:

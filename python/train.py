@@ -107,6 +107,7 @@ def main(argv=None) -> int:
 
     from dqn import agent as agent_lib
     from dqn import networks
+    from dqn.build import make_pool, network_factory
     from dqn.evaluation import evaluate
     from dqn.logger import EtaEstimator, RunLogger, truncate_metrics
 
@@ -115,20 +116,16 @@ def main(argv=None) -> int:
     seed = envs_lib.derive_seed
 
     # ---- environments, replay memory, networks ----------------------------------------------
-    train_envs = [envs_lib.make_env(cfg, training=True) for _ in range(cfg.num_envs)]
-    codec = envs_lib.make_codec(train_envs[0])  # how observations go into the uint8 replay
-    pool = envs_lib.EnvPool(train_envs, codec)
-    eval_pool = envs_lib.EnvPool([envs_lib.make_env(cfg, training=False)
-                                  for _ in range(cfg.eval_envs)], codec)
+    pool = make_pool(cfg, cfg.num_envs, training=True)
+    codec = pool.codec  # how observations go into the uint8 replay
+    eval_pool = make_pool(cfg, cfg.eval_envs, training=False, codec=codec)
     replay = ReplayMemory(cfg.replay_memory, frame_shape=codec.frame_shape,
                           history=cfg.hist_len, num_envs=cfg.num_envs, seed=seed(cfg.seed, 3))
-    kind = networks.network_kind(cfg.network, codec.obs_shape)
-    spec = networks.state_spec(kind, cfg.hist_len, codec.obs_shape)
+    kind, spec, build_network = network_factory(cfg, pool)
     keras.utils.set_random_seed(cfg.seed)  # network initialization
     try:
         agent = agent_lib.Agent(
-            lambda: networks.build_network(kind, pool.n_actions, spec, cfg.mlp_hidden,
-                                           cfg.precision), spec,
+            build_network, spec,
             discount=cfg.discount, clip_delta=cfg.clip_delta, lr=cfg.lr,
             double_dqn=cfg.double_dqn, optimizer=cfg.optimizer,
             loss_reduction=cfg.loss_reduction, jit_compile=cfg.jit_compile,

@@ -1,0 +1,36 @@
+"""What train.py and evaluate.py both build from a run's Config: environment pools and the
+Q-network, so that a run is evaluated on exactly the environments and network it trained."""
+
+from typing import Callable, Tuple
+
+import keras
+import tensorflow as tf
+
+from dqn import envs as envs_lib
+from dqn import networks
+from dqn.config import Config
+
+
+def make_pool(cfg: Config, count: int, *, training: bool,
+              codec=None) -> envs_lib.EnvPool:
+    """`count` environments as the run sees them (training: with life-loss terminals), in a
+    pool. codec: another pool's, so that both encode observations alike (default: made for
+    these environments)."""
+    made = [envs_lib.make_env(cfg, training=training) for _ in range(count)]
+    return envs_lib.EnvPool(made, codec or envs_lib.make_codec(made[0]))
+
+
+def network_factory(cfg: Config, pool: envs_lib.EnvPool
+                    ) -> Tuple[str, tf.TensorSpec, Callable[[], keras.Model]]:
+    """(network kind, one state's TensorSpec, a function building a fresh network) for the
+    pool's observations and actions with the run's --network, --hist-len, --mlp-hidden and
+    --precision."""
+    obs_shape = pool.codec.obs_shape
+    kind = networks.network_kind(cfg.network, obs_shape)
+    spec = networks.state_spec(kind, cfg.hist_len, obs_shape)
+
+    def build() -> keras.Model:
+        return networks.build_network(kind, pool.n_actions, spec, cfg.mlp_hidden,
+                                      cfg.precision)
+
+    return kind, spec, build
