@@ -27,8 +27,7 @@ import tensorflow as tf  # noqa: E402
 from _machine import cpu_name  # noqa: E402
 from dqn import agent as agent_lib  # noqa: E402
 from dqn import networks  # noqa: E402
-
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+from dqn.config import PRECISIONS  # noqa: E402
 # network kind -> (state shape without the batch, actions, optimizer, loss reduction)
 SETTINGS = {"nature": ((4, 84, 84), 6, "rmsprop", "sum"),
             "minatar": ((1, 10, 10, 4), 6, "rmsprop-torch", "mean")}

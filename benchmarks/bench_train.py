@@ -178,6 +178,32 @@ def cartpole_sb3(seed):
             "eval_mean_greedy": float(mean)}
 
 
+def emit_cartpole(args, workdir, emit):
+    """The CartPole tables: ours to an evaluation mean of 475 per seed, and SB3 with --sb3."""
+    emit("## CartPole-v1 with --preset classic, to an evaluation mean >= 475")
+    emit()
+    emit("| seed | solved | agent steps | seconds (run) | seconds (process, incl. "
+         "start-up) | last evaluation |")
+    emit("| --- | --- | --- | --- | --- | --- |")
+    for seed in range(1, args.seeds + 1):
+        r = cartpole_ours(seed, workdir)
+        emit(f"| {seed} | {'yes' if r['solved'] else 'no'} | {r['steps'] or '-'} | "
+             f"{r['run_seconds']:.1f} | {r['process_seconds']:.1f} | "
+             f"{r['last_eval']:.1f} |" if r["solved"] else
+             f"| {seed} | no | - | - | {r['process_seconds']:.1f} | {r['last_eval']} |")
+    if args.sb3:
+        emit()
+        emit("SB3 DQN, RL Zoo CartPole-v1 hyperparameters, 50,000 steps:")
+        emit()
+        emit("| seed | seconds | mean training return (last 100 episodes) | "
+             "greedy evaluation mean (10 episodes) |")
+        emit("| --- | --- | --- | --- |")
+        for seed in range(1, args.seeds + 1):
+            r = cartpole_sb3(seed)
+            emit(f"| {seed} | {r['seconds']:.1f} | {r['train_return_last']:.1f} | "
+                 f"{r['eval_mean_greedy']:.1f} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sb3", action="store_true", help="also run Stable-Baselines3")
@@ -245,33 +271,8 @@ def main():
         emit()
         emit("Command of the first row: `" + ours[ours_configs[0][0]][0]["command"] + "`")
         emit()
-        if args.pong_only:
-            if args.out:
-                with open(args.out, "w") as f:
-                    f.write("\n".join(lines) + "\n")
-            return
-        emit("## CartPole-v1 with --preset classic, to an evaluation mean >= 475")
-        emit()
-        emit("| seed | solved | agent steps | seconds (run) | seconds (process, incl. "
-             "start-up) | last evaluation |")
-        emit("| --- | --- | --- | --- | --- | --- |")
-        for seed in range(1, args.seeds + 1):
-            r = cartpole_ours(seed, workdir)
-            emit(f"| {seed} | {'yes' if r['solved'] else 'no'} | {r['steps'] or '-'} | "
-                 f"{r['run_seconds']:.1f} | {r['process_seconds']:.1f} | "
-                 f"{r['last_eval']:.1f} |" if r["solved"] else
-                 f"| {seed} | no | - | - | {r['process_seconds']:.1f} | {r['last_eval']} |")
-        if args.sb3:
-            emit()
-            emit("SB3 DQN, RL Zoo CartPole-v1 hyperparameters, 50,000 steps:")
-            emit()
-            emit("| seed | seconds | mean training return (last 100 episodes) | "
-                 "greedy evaluation mean (10 episodes) |")
-            emit("| --- | --- | --- | --- |")
-            for seed in range(1, args.seeds + 1):
-                r = cartpole_sb3(seed)
-                emit(f"| {seed} | {r['seconds']:.1f} | {r['train_return_last']:.1f} | "
-                     f"{r['eval_mean_greedy']:.1f} |")
+        if not args.pong_only:
+            emit_cartpole(args, workdir, emit)
     if args.out:
         with open(args.out, "w") as f:
             f.write("\n".join(lines) + "\n")

@@ -20,7 +20,9 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TRAIN = str(REPO / "python" / "train.py")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+sys.path.insert(0, str(REPO / "python"))
+
+from dqn.config import PRECISIONS  # noqa: E402  (TF-free)
 
 
 def run(precision, seed, steps, target, root):

@@ -175,8 +175,7 @@ def main(argv=None) -> int:
                              envs=pool.get_state(), rng=rng.bit_generator.state,
                              python_random=random.getstate(), numpy_global=np.random.get_state())
         path = checkpoint.save(cfg.run_dir, step, agent.get_state(), trainer_state, replay)
-        times.lap("checkpoint", t)
-        seconds = time.perf_counter() - t
+        seconds = times.lap("checkpoint", t) - t
         log.eta.checkpoint_took(seconds)
         log.message(f"checkpoint {path} ({seconds:.1f} s)")
 

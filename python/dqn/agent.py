@@ -237,9 +237,10 @@ class Agent:
 
     Mixed precision comes with the networks (networks.build_network's precision): their
     layers compute in bfloat16 or float16, the Q head and so Q, the op and the loss in
-    float32; variables and optimizer state stay float32. A network with float16 layers gets
-    dynamic loss scaling (DynamicLossScale). (Were Q in a low dtype, rewards and terminals
-    would be cast to it: the op takes them in q's dtype.)
+    float32; variables and optimizer state stay float32. (Q is cast to float32 where it
+    leaves a network, a no-op for this project's networks, so a network given here with a
+    low-precision head works too.) A network with float16 layers gets dynamic loss scaling
+    (DynamicLossScale).
     """
 
     def __init__(self, make_network: Callable[[], keras.Model], state_spec: tf.TensorSpec, *,
@@ -303,26 +304,25 @@ class Agent:
         """The updates, then Q(states) with the updated weights (the reads of the weights are
         ordered after the optimizer's writes by tf.function's automatic control deps)."""
         stats = self._update_steps(windows, actions, rewards, terminals)
-        return stats, tf.cast(self.online(states, training=False), tf.float32)
+        return stats, _q(self.online, states, training=False)
 
     def _update_one_then_q(self, windows, actions, rewards, terminals, states):
         stats = UpdateStats(*self._update_step(windows, actions, rewards, terminals))
-        return stats, tf.cast(self.online(states, training=False), tf.float32)
+        return stats, _q(self.online, states, training=False)
 
     def _update_step(self, windows, actions, rewards, terminals):
         s, s2 = windows[:, :-1], windows[:, 1:]
-        q_next = self.target(s2, training=False)
-        q_next_online = self.online(s2, training=False) if self.double_dqn else None
+        q_next = _q(self.target, s2, training=False)
+        q_next_online = _q(self.online, s2, training=False) if self.double_dqn else None
         variables = self.online.trainable_variables
         with tf.GradientTape() as tape:
-            q = self.online(s, training=True)
-            out = tfdqn_ops.dqn_targets(q, q_next, actions, tf.cast(rewards, q.dtype),
-                                        tf.cast(terminals, q.dtype), discount=self.discount,
-                                        r_max=1.0, clip_delta=self.clip_delta,
-                                        q_next_online=q_next_online)
+            q = _q(self.online, s, training=True)
+            out = tfdqn_ops.dqn_targets(q, q_next, actions, rewards, terminals,
+                                        discount=self.discount, r_max=1.0,
+                                        clip_delta=self.clip_delta, q_next_online=q_next_online)
             # A SUM: its gradient is DQN 3.0's -dw (see tfdqn_ops.dqn_targets).
-            loss = tf.reduce_sum(tf.cast(out.loss, tf.float32))
-            batch = tf.cast(tf.shape(q)[0], tf.float32)
+            loss = tf.reduce_sum(out.loss)
+            batch = tf.cast(tf.shape(q)[0], loss.dtype)
             objective = loss / batch if self.mean_loss else loss
             if self.loss_scale is not None:
                 objective = objective * self.loss_scale.scale
@@ -331,7 +331,7 @@ class Agent:
             self.optimizer.apply_gradients(zip(gradients, variables))
         else:
             self.loss_scale.apply(self.optimizer, gradients, variables)
-        return loss / batch, tf.reduce_mean(tf.cast(tf.reduce_max(q, axis=1), tf.float32))
+        return loss / batch, tf.reduce_mean(tf.reduce_max(q, axis=1))
 
     def _check_jit(self, windows_spec):
         shape = [1 if d is None else d for d in windows_spec.shape]
@@ -391,6 +391,11 @@ class Agent:
             _assign_all(variables, state[name], name)
         if self.loss_scale is not None and "loss_scale" in state:
             _assign_all(self.loss_scale.variables, state["loss_scale"], "loss_scale")
+
+
+def _q(model: keras.Model, states, training: bool) -> tf.Tensor:
+    """Q [B, A] float32 of model (the one place Q leaves a network in the update)."""
+    return tf.cast(model(states, training=training), tf.float32)
 
 
 def _assign_all(variables: Sequence[tf.Variable], values: Sequence[np.ndarray], what: str):

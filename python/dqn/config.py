@@ -17,6 +17,10 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence, Tuple
 
 
+# --precision's choices (networks.dtype_policy turns one into a Keras dtype policy).
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
 class ConfigError(ValueError):
     """A setting that cannot work; the message names the flag and the value received."""
 
@@ -85,7 +89,7 @@ class Config:
                           "in bfloat16 (CPUs with AMX / AVX-512 BF16, GPUs with tensor cores); "
                           "mixed_float16: float16 with dynamic loss scaling (GPUs). Weights, "
                           "optimizer state and checkpoints stay float32",
-                          choices=("float32", "mixed_bfloat16", "mixed_float16"))
+                          choices=PRECISIONS)
     network: str = _opt("auto", "auto: nature for Atari, minatar for MinAtar, mlp for vector "
                         "observations", choices=("auto", "nature", "minatar", "mlp"))
     mlp_hidden: Tuple[int, ...] = _opt((256, 256), "hidden layer sizes of the MLP, e.g. 64,64",

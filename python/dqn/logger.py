@@ -64,11 +64,10 @@ class EtaEstimator:
     2 cores: about 1,300 agent steps/s), after it also updates (about 100/s, docs/BENCHMARKS.md
     section 5), so an ETA taken from the first rate is off by a factor of ten. Until a rate
     has been measured after learning started, the ETA says so ("ETA after learning
-    starts"). Then: training steps
-    left / the training rate of the latest window that lies wholly after learning started
-    (evaluation and checkpoint time excluded), plus, for each evaluation and checkpoint still
-    ahead, the duration of the last one. Evaluations not yet timed are named
-    ("+ 3 evaluations") instead of guessed.
+    starts"). Then: training steps left / the training rate of the latest window that lies
+    wholly after learning started (evaluation and checkpoint time excluded), plus, for each
+    evaluation and checkpoint still ahead, the duration of the last one. Evaluations not yet
+    timed are named ("+ 3 evaluations") instead of guessed.
     """
 
     def __init__(self, total_steps: int, learn_start: int, eval_freq: int = 0,

@@ -14,13 +14,12 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from dqn.config import PRECISIONS
+
 
 def torch7_uniform(fan_in: int) -> keras.initializers.Initializer:
     bound = 1.0 / math.sqrt(fan_in)
     return keras.initializers.RandomUniform(-bound, bound)
-
-
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 def dtype_policy(precision: str) -> keras.DTypePolicy:

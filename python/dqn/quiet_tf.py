@@ -16,6 +16,7 @@ a driver present nothing is filtered: a CUDA error on a GPU machine is real news
 
 import os
 import re
+import sys
 import threading
 from contextlib import contextmanager
 
@@ -60,7 +61,6 @@ def filtered_stderr(pattern: "re.Pattern[str]"):
     try:
         yield
     finally:
-        import sys
         sys.stderr.flush()
         os.dup2(saved, 2)  # closes the pipe's last write end: the thread sees EOF
         os.close(saved)
