@@ -155,6 +155,43 @@ void RunRows(OpKernelContext* ctx, int64_t batch, int64_t cycles_per_row, const 
   workers->ParallelFor(batch, cycles_per_row, rows);
 }
 
+// The forward op's inputs, outputs and hyperparameters for the row loop.
+template <typename T, typename TT, typename IndexT>
+struct ForwardRowArgs {
+  const T* q;
+  const T* q_next;
+  const T* q_next_online;  // null unless double DQN
+  const IndexT* actions;
+  const T* rewards;
+  const TT* terminals;
+  T* loss;
+  T* targets;
+  T* delta;
+  T* q_next_max;
+  int64_t num_actions;
+  TargetParams<typename Accumulator<T>::type> params;
+};
+
+// Rows [begin, end) of the forward op; returns the first row with an out-of-range action
+// (or the int64 maximum). A plain function over a local copy of the pointers: written as a
+// lambda reading them through by-reference captures, perf showed g++ reloading them from
+// the closure inside the row loop.
+template <int64_t kA, typename T, typename TT, typename IndexT>
+int64_t ForwardRows(const ForwardRowArgs<T, TT, IndexT>& args, int64_t begin, int64_t end) {
+  const ForwardRowArgs<T, TT, IndexT> a = args;
+  const int64_t A = kA > 0 ? kA : a.num_actions;
+  int64_t bad = std::numeric_limits<int64_t>::max();
+  for (int64_t i = begin; i < end; ++i) {
+    const int64_t off = i * A;
+    const RowStatus s = DqnTargetsRow<T, TT, IndexT>(
+        a.q + off, a.q_next + off, a.q_next_online ? a.q_next_online + off : nullptr,
+        a.actions[i], a.rewards[i], a.terminals[i], A, a.params, a.targets + off, a.loss + i,
+        a.delta + i, a.q_next_max + i);
+    if (s == RowStatus::kBadAction && i < bad) bad = i;
+  }
+  return bad;
+}
+
 }  // namespace
 
 template <typename T, typename TT, typename IndexT>
@@ -171,19 +208,21 @@ class DqnTargetsCpuOp : public OpKernel {
                                           num_actions, &out));
     if (batch == 0) return;
 
-    const T* q = ctx->input(0).flat<T>().data();
-    const T* q_next = ctx->input(1).flat<T>().data();
-    const T* q_next_online = attrs_.double_dqn ? ctx->input(2).flat<T>().data() : nullptr;
-    const IndexT* actions = ctx->input(3).flat<IndexT>().data();
-    const T* rewards = ctx->input(4).flat<T>().data();
-    const TT* terminals = ctx->input(5).flat<TT>().data();
-    T* loss = out.loss->flat<T>().data();
-    T* targets = out.targets->flat<T>().data();
-    T* delta = out.delta->flat<T>().data();
-    T* q_next_max = out.q_next_max->flat<T>().data();
-    const TargetParams<Acc> params{static_cast<Acc>(attrs_.discount),
-                                   static_cast<Acc>(attrs_.r_max),
-                                   static_cast<Acc>(attrs_.clip_delta)};
+    ForwardRowArgs<T, TT, IndexT> args;
+    args.q = ctx->input(0).flat<T>().data();
+    args.q_next = ctx->input(1).flat<T>().data();
+    args.q_next_online = attrs_.double_dqn ? ctx->input(2).flat<T>().data() : nullptr;
+    args.actions = ctx->input(3).flat<IndexT>().data();
+    args.rewards = ctx->input(4).flat<T>().data();
+    args.terminals = ctx->input(5).flat<TT>().data();
+    args.loss = out.loss->flat<T>().data();
+    args.targets = out.targets->flat<T>().data();
+    args.delta = out.delta->flat<T>().data();
+    args.q_next_max = out.q_next_max->flat<T>().data();
+    args.num_actions = num_actions;
+    args.params = TargetParams<Acc>{static_cast<Acc>(attrs_.discount),
+                                    static_cast<Acc>(attrs_.r_max),
+                                    static_cast<Acc>(attrs_.clip_delta)};
 
     // First offending row, so the message is the same whatever the sharding.
     std::atomic<int64_t> first_bad_row{std::numeric_limits<int64_t>::max()};
@@ -193,23 +232,13 @@ class DqnTargetsCpuOp : public OpKernel {
     // fixed: std::integral_constant<int64_t, kA>, the action count when it is known at compile
     // time (kA > 0), or 0 for the generic loop.
     auto run_rows = [&](auto fixed) {
-      auto rows = [&](int64_t begin, int64_t end) {
-        constexpr int64_t kA = decltype(fixed)::value;
-        const int64_t A = kA > 0 ? kA : num_actions;
-        int64_t bad = std::numeric_limits<int64_t>::max();
-        for (int64_t i = begin; i < end; ++i) {
-          const int64_t off = i * A;
-          const RowStatus s = DqnTargetsRow<T, TT, IndexT>(
-              q + off, q_next + off, q_next_online ? q_next_online + off : nullptr, actions[i],
-              rewards[i], terminals[i], A, params, targets + off, loss + i, delta + i,
-              q_next_max + i);
-          if (s == RowStatus::kBadAction && i < bad) bad = i;
-        }
+      constexpr int64_t kA = decltype(fixed)::value;
+      RunRows(ctx, batch, cost_per_row, [&args, &first_bad_row](int64_t begin, int64_t end) {
+        const int64_t bad = ForwardRows<kA>(args, begin, end);
         int64_t seen = first_bad_row.load();
         while (bad < seen && !first_bad_row.compare_exchange_weak(seen, bad)) {
         }
-      };
-      RunRows(ctx, batch, cost_per_row, rows);
+      });
     };
     // The Atari action sets (ALE's minimal sets have 4, 6, 9 or 18 actions) get row loops
     // with the count known to the compiler, which then unrolls the row scans and the targets
@@ -226,7 +255,7 @@ class DqnTargetsCpuOp : public OpKernel {
     const int64_t bad = first_bad_row.load();
     OP_REQUIRES(ctx, bad == std::numeric_limits<int64_t>::max(),
                 absl::InvalidArgumentError(absl::StrCat(
-                    "actions[", bad, "] = ", static_cast<int64_t>(actions[bad]), " is not in [0, ",
+                    "actions[", bad, "] = ", static_cast<int64_t>(args.actions[bad]), " is not in [0, ",
                     num_actions, ")")));
   }
 
