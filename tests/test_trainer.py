@@ -28,6 +28,9 @@ sys.path.insert(0, str(REPO / "python"))
 
 from dqn import agent as agent_lib  # noqa: E402
 from dqn import checkpoint, config, envs, networks  # noqa: E402
+from dqn import trainer as trainer_lib  # noqa: E402
+from dqn.build import make_pool  # noqa: E402
+from tfdqn_ops import ReplayMemory  # noqa: E402
 
 TRAIN = str(REPO / "python" / "train.py")
 EVALUATE = str(REPO / "python" / "evaluate.py")
@@ -424,6 +427,108 @@ def test_explicit_flags_override_the_preset():
     assert cfg.env == "CartPole-v1" and cfg.hist_len == 1  # the rest from the preset
     cfg, _ = config.parse_args([])
     assert (cfg.learn_start, cfg.ep_endt, cfg.replay_memory) == (50_000, 1_000_000, 1_000_000)
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer's parts (python/dqn/trainer.py)
+
+
+def _classic(**overrides):
+    cfg, _ = config.parse_args(["--preset", "classic"])
+    return config.dataclasses.replace(cfg, **overrides)
+
+
+def test_actor_runs_alone_with_any_q_function():
+    """The acting part needs a Q function, a pool and a replay memory, no learner (what an
+    actor process of a distributed trainer runs)."""
+    cfg = _classic(num_envs=3, learn_start=0, ep_endt=100, ep_end=0.0)
+    pool = make_pool(cfg, cfg.num_envs, training=True)
+    replay = ReplayMemory(1000, frame_shape=pool.codec.frame_shape, history=cfg.hist_len,
+                          num_envs=cfg.num_envs, seed=1)
+    calls = []
+
+    def q_values(states):
+        calls.append(len(states))
+        return np.tile(np.array([0.0, 1.0], np.float32), (len(states), 1))  # always action 1
+
+    actor = trainer_lib.Actor(cfg, pool, replay, q_values, rng=np.random.default_rng(0),
+                              times=trainer_lib.PhaseTimes())
+    pool.reset([1, 2, 3])
+    step, games = 0, 0
+    for _ in range(200):
+        acted = actor.act(step)
+        assert acted.epsilon == actor.epsilon(step) and acted.steps == 3
+        step += acted.steps
+        games += len(acted.finished)
+    assert len(replay) == 600 and games > 0  # every env step stored; pushing right ends games
+    assert calls and all(n == 3 for n in calls)  # greedy steps ran the network on all envs
+    # a prefetched Q is used once instead of the network (epsilon 0: every action greedy)
+    taken, env_step = [], pool.step
+    pool.step = lambda actions: taken.append(np.array(actions)) or env_step(actions)
+    actor.prefetched_q = np.array([[1.0, 0.0]] * 3, np.float32)  # prefers action 0
+    before = len(calls)
+    actor.act(10_000)
+    assert len(calls) == before and actor.prefetched_q is None and list(taken[-1]) == [0] * 3
+    actor.act(10_003)
+    assert len(calls) == before + 1 and list(taken[-1]) == [1] * 3
+
+
+class _CountingAgent:
+    """Stands in for Agent: records the learner's calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def update(self, windows, actions, rewards, terminals, next_states=None):
+        self.calls.append(("update", len(windows)))
+        stats = agent_lib.UpdateStats(np.float32(len(windows)), np.float32(2.0))
+        if next_states is None:
+            return stats
+        return stats, np.full((len(next_states), 2), 7.0, np.float32)
+
+    def copy_target(self):
+        self.calls.append(("copy", 0))
+
+
+def test_learner_follows_dqn3_schedule_and_returns_next_q_only_when_asked():
+    cfg = _classic(num_envs=1, learn_start=4, update_freq=2, n_replay=3, target_q=6,
+                   minibatch_size=4)
+    replay = ReplayMemory(100, frame_shape=(4,), history=1, num_envs=1, seed=0)
+    for i in range(20):
+        replay.add(np.full((1, 4), i, np.uint8), np.array([0]), np.array([1.0], np.float32),
+                   np.array([False]))
+    agent = _CountingAgent()
+    learner = trainer_lib.Learner(cfg, agent, replay, envs.VectorCodec(1),
+                                  times=trainer_lib.PhaseTimes())
+    total = 0
+    for step in range(0, 30, 3):
+        result = learner.learn(step, 3)
+        assert result.next_q is None
+        total += result.updates
+    expected = agent_lib.learning_events(0, 30, learn_start=4, update_freq=2, n_replay=3,
+                                         target_q=6)
+    def flat(events):  # calls of 3 agent steps each merge updates differently than one call
+        return "".join("u" * k if e == "update" else "c" for e, k in events)
+
+    assert flat(agent.calls) == flat(expected)
+    assert total == 3 * len([s for s in range(30) if s > 4 and s % 2 == 0])
+    stats = learner.take_stats()
+    assert stats["mean_q"] == 2.0 and learner.take_stats() == dict(loss=None, mean_q=None)
+    # next states are computed (and Q returned) only with an update among the events
+    asked = []
+    result = learner.learn(30, 2, next_states=lambda: asked.append(1) or np.zeros((1, 1, 4)))
+    assert result.updates == 3 and result.next_q.shape == (1, 2) and asked == [1]
+    result = learner.learn(31, 1, next_states=lambda: asked.append(1) or np.zeros((1, 1, 4)))
+    assert result == (0, None) and asked == [1]
+
+
+def test_trainer_state_round_trip_keeps_the_last_100_games():
+    state = trainer_lib.TrainerState(step=5, updates=2, best_score=1.5)
+    for score in range(150):
+        mean = state.record_game(float(score))
+    assert state.games == 150 and mean == np.mean(range(50, 150))
+    again = trainer_lib.TrainerState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert again == state and again.recent_scores.maxlen == 100
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from typing import Callable, Tuple
 import keras
 import tensorflow as tf
 
+from dqn import agent as agent_lib
 from dqn import envs as envs_lib
 from dqn import networks
 from dqn.config import Config
@@ -34,3 +35,16 @@ def network_factory(cfg: Config, pool: envs_lib.EnvPool
                                       cfg.precision)
 
     return kind, spec, build
+
+
+def make_agent(cfg: Config, pool: envs_lib.EnvPool) -> Tuple[str, agent_lib.Agent]:
+    """(network kind, the run's Agent: networks, optimizer and update). Keras' seeds are set
+    from --seed first, so the same run starts from the same weights. Raises
+    agent_lib.JitCompileError when --jit-compile cannot compile the update."""
+    kind, spec, build_network = network_factory(cfg, pool)
+    keras.utils.set_random_seed(cfg.seed)
+    agent = agent_lib.Agent(
+        build_network, spec, discount=cfg.discount, clip_delta=cfg.clip_delta, lr=cfg.lr,
+        double_dqn=cfg.double_dqn, optimizer=cfg.optimizer, loss_reduction=cfg.loss_reduction,
+        jit_compile=cfg.jit_compile, jit_act=cfg.jit_act)
+    return kind, agent

@@ -73,7 +73,7 @@ def save(run_dir: str, step: int, agent_state: dict, trainer_state: dict, replay
     _save_arrays(os.path.join(tmp, "networks.npz"), arrays)
     _write_file(os.path.join(tmp, "state.pkl"),
                 lambda f: pickle.dump(trainer_state, f, protocol=pickle.HIGHEST_PROTOCOL))
-    replay.save(os.path.join(tmp, "replay.bin"))
+    replay.save(replay_path(tmp))
     if os.environ.get(CRASH_ENV):
         os.kill(os.getpid(), signal.SIGKILL)
     info = {"step": step, "saved_at": time.time(), "files": list(FILES)}
@@ -99,6 +99,11 @@ def latest(run_dir: str) -> Optional[str]:
                   if name.startswith(PREFIX)
                   and all(os.path.isfile(os.path.join(root, name, f)) for f in FILES))
     return os.path.join(root, done[-1]) if done else None
+
+
+def replay_path(path: str) -> str:
+    """The replay memory file of checkpoint directory `path` (ReplayMemory.load reads it)."""
+    return os.path.join(path, "replay.bin")
 
 
 def load_agent_state(path: str) -> dict:
