@@ -43,8 +43,15 @@ def parse_args(argv=None):
         raise ConfigError(f"{args.run_dir!r} is not a run directory (no config.json)")
     with open(path) as f:
         cfg = config_lib.config_from_dict(json.load(f))
-    if checkpoint.load_best(args.run_dir) is None and checkpoint.latest(args.run_dir) is None:
-        raise ConfigError(f"{args.run_dir!r} has neither {checkpoint.BEST} nor a checkpoint")
+    if args.latest or not checkpoint.has_best(args.run_dir):
+        path = checkpoint.latest(args.run_dir)
+        if path is None:
+            raise ConfigError(f"{args.run_dir!r} has neither a best network ({checkpoint.BEST_DIR}/) "
+                              "nor a checkpoint")
+        try:
+            checkpoint.check_format(path)
+        except checkpoint.CheckpointFormatError as e:
+            raise ConfigError(str(e)) from None
     envs_lib.check_env(cfg)
     return args, cfg
 
@@ -67,15 +74,14 @@ def main(argv=None) -> int:
     _, spec, build_network = network_factory(cfg, pool)
     model = build_network()
 
-    best = None if args.latest else checkpoint.load_best(args.run_dir)
+    best = None if args.latest else checkpoint.load_best(args.run_dir, model)
     if best is not None:
-        weights, step, score = best
+        step, score = best
         source = f"best network (step {step:,}, evaluation mean {score:.2f})"
     else:
         path = checkpoint.latest(args.run_dir)
-        weights = checkpoint.load_agent_state(path)["online"]
+        checkpoint.read_online_network(path, model)
         source = f"latest checkpoint {path}"
-    model.set_weights(weights)
     q_values = networks.compile_q(model, spec, jit_compile=cfg.jit_act)
     epsilon = cfg.eval_ep if args.epsilon is None else args.epsilon
     print(f"{cfg.env}: {source}; {args.episodes} games at epsilon {epsilon}", flush=True)

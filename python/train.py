@@ -34,9 +34,14 @@ def parse_config(argv=None) -> Config:
     cfg, explicit = config_lib.parse_args(argv)
     if cfg.resume:
         cfg = config_lib.resume_config(cfg.resume, explicit)
-        if checkpoint.latest(cfg.resume) is None:
+        path = checkpoint.latest(cfg.resume)
+        if path is None:
             raise ConfigError(f"--resume {cfg.resume!r} has no complete checkpoint "
                               "(checkpoints/ckpt-*) to continue from")
+        try:
+            checkpoint.check_format(path)
+        except checkpoint.CheckpointFormatError as e:
+            raise ConfigError(f"--resume: {e}") from None
     config_lib.validate(cfg)
     envs_lib.check_env(cfg)
     if cfg.run_dir is None:
@@ -108,10 +113,12 @@ def main(argv=None) -> int:
     state = TrainerState()
     if cfg.resume:  # the state of the run we continue
         path = checkpoint.latest(cfg.run_dir)
-        state, restarted = restore_checkpoint(path, agent, actor, ReplayMemory)
+        try:
+            state = restore_checkpoint(path, agent, actor, ReplayMemory)
+        except ValueError as e:  # the checkpoint does not fit this run's networks or envs
+            config_lib.fail(f"--resume: {e}")
         truncate_metrics(cfg.run_dir, state.step)
-        print(f"resuming {cfg.run_dir} from step {state.step:,} ({path})"
-              + (f"; envs {restarted} restart their episode" if restarted else ""), flush=True)
+        print(f"resuming {cfg.run_dir} from step {state.step:,} ({path})", flush=True)
     learner = Learner(cfg, agent, actor.replay, pool.codec, times=times)
     log = RunLogger(cfg.run_dir, cfg.steps, state.step, eta=EtaEstimator(
         cfg.steps, learn_start=cfg.learn_start, eval_freq=cfg.eval_freq,

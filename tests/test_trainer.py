@@ -55,8 +55,10 @@ def read_metrics(run_dir, kind):
 
 
 def load_networks(ckpt_dir):
-    with np.load(os.path.join(ckpt_dir, "networks.npz")) as data:
-        return {k: data[k] for k in data.files}
+    """{name: array} of a checkpoint's networks and optimizer (its tf.train.Checkpoint)."""
+    reader = tf.train.load_checkpoint(os.path.join(ckpt_dir, checkpoint.AGENT))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,6 +382,79 @@ def test_resume_refuses_a_run_without_checkpoint_or_changed_settings(tmp_path):
     assert result.returncode == 2 and "has no complete checkpoint" in result.stderr
 
 
+class _RunsCodeWhenUnpickled:
+    """A pickle payload: unpickling it creates a file (what a hostile checkpoint could do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_earlier_pickle_checkpoints_are_refused_without_running_code(tmp_path):
+    import pickle
+    run_dir = tmp_path / "run"
+    ckpt = run_dir / "checkpoints" / "ckpt-000000000100"
+    ckpt.mkdir(parents=True)
+    (run_dir / "config.json").write_text(config.config_to_json(config.Config()))
+    (ckpt / "info.json").write_text(json.dumps({"step": 100}))
+    marker = tmp_path / "code-ran"
+    (ckpt / "state.pkl").write_bytes(pickle.dumps(_RunsCodeWhenUnpickled(marker)))
+    for script, args in ((TRAIN, ["--resume", str(run_dir)]),
+                         (EVALUATE, [str(run_dir), "--latest"])):
+        result = run(args, cwd=tmp_path, timeout=60, script=script)
+        assert result.returncode == 2, result.stderr
+        assert "earlier version (state.pkl, a pickle)" in result.stderr
+        assert f"python python/convert_checkpoint.py {run_dir}" in result.stderr
+    assert not marker.exists()
+
+
+def test_plain_state_round_trips_values_and_environments():
+    from dqn import plain_state
+    value = {"tuple": (1, 2.5, None), "bytes": b"\x00\xff", "big": 2 ** 100,
+             "array": np.arange(6, dtype=np.uint8).reshape(2, 3), "scalar": np.float32(1.5),
+             "nested": [{"generator": np.random.default_rng(3).bit_generator.state}]}
+    again = plain_state.loads(plain_state.dumps(value))
+    assert again["tuple"] == (1, 2.5, None) and again["bytes"] == b"\x00\xff"
+    assert again["big"] == 2 ** 100 and again["scalar"].dtype == np.float32
+    assert np.array_equal(again["array"], value["array"]) and again["array"].dtype == np.uint8
+    assert again["nested"] == value["nested"]
+    with pytest.raises(TypeError, match="not plain data"):
+        plain_state.dumps({"f": lambda: 0})
+
+    # an environment continues exactly from a captured state, in an env built the same way
+    cfg = _classic()
+    a, b = envs.make_env(cfg, training=True), envs.make_env(cfg, training=True)
+    a.reset(seed=1)
+    b.reset(seed=2)
+    actions = np.random.default_rng(0).integers(0, 2, 40)
+    for action in actions[:10]:
+        a.step(int(action))
+    snapshot = plain_state.loads(plain_state.dumps(plain_state.capture(a)))
+    plain_state.restore(b, snapshot)
+    for action in actions[10:]:
+        out_a, out_b = a.step(int(action)), b.step(int(action))
+        assert np.array_equal(out_a[0], out_b[0]) and out_a[1:4] == out_b[1:4]
+        if out_a[2] or out_a[3]:
+            assert np.array_equal(a.reset()[0], b.reset()[0])  # the env's own RNG too
+
+
+def test_checkpoint_of_other_networks_is_a_clear_error(tmp_path):
+    small, _ = _mlp_agent()
+    small.write(str(tmp_path / "agent"))
+    spec = networks.state_spec("mlp", 2, (3,))
+    for hidden in ((32,), (16, 16)):  # other shapes; another layer
+        other = agent_lib.Agent(lambda: networks.build_network("mlp", 4, spec, hidden), spec,
+                                discount=0.99, clip_delta=1.0, lr=1e-3)
+        with pytest.raises(ValueError, match="does not match this run's networks"):
+            other.read(str(tmp_path / "agent"))
+    same, _ = _mlp_agent()
+    same.read(str(tmp_path / "agent"))
+    a, b = small.get_state(), same.get_state()
+    assert all(np.array_equal(x, y) for k in a for x, y in zip(a[k], b[k]))
+
+
 def test_jit_compile_trains(tmp_path):
     run_dir = str(tmp_path / "xla")
     result = run(["--preset", "classic", "--jit-compile", "--steps", "1600", "--eval-freq", "0",
@@ -559,7 +634,7 @@ def test_pong_smoke_run_resume_and_evaluate(tmp_path):
     assert np.isfinite(train[-1]["loss"]) and train[-1]["epsilon"] < 1.0
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(
         os.path.join(split, "tb")))
-    assert os.path.isfile(os.path.join(split, checkpoint.BEST))
+    assert checkpoint.has_best(split)
     assert checkpoint.latest(split).endswith("ckpt-000000000300")
 
     # exact resume: the same networks, optimizer state and replay as an unbroken run

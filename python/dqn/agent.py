@@ -6,7 +6,7 @@ transition, learns if `is_update_step(step)`, then counts itself (step + 1) and 
 target network if `is_target_copy_step(step + 1)`.
 """
 
-from typing import Callable, List, NamedTuple, Sequence, Tuple
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -147,6 +147,8 @@ class TorchCenteredRMSprop:
         # keyed by identity: the model's variables live as long as the agent
         self._slots = {id(v): slots for v, slots in zip(var_list, zip(square_avg, grad_avg))}
         self.variables = square_avg + grad_avg
+        # For tf.train.Checkpoint: the slots in the order of the variables given to build.
+        self.trackable = tf.train.Checkpoint(square_avg=square_avg, grad_avg=grad_avg)
 
     def apply_gradients(self, grads_and_vars) -> None:
         rho, eps = self.rho, self.epsilon
@@ -181,6 +183,7 @@ class DynamicLossScale:
         self.good_steps = tf.Variable(0, trainable=False, dtype=tf.int64, name="good_steps")
         self.growth_interval = int(growth_interval)
         self.variables = [self.scale, self.good_steps]
+        self.trackable = tf.train.Checkpoint(scale=self.scale, good_steps=self.good_steps)
 
     def apply(self, optimizer, scaled_gradients, variables) -> None:
         """Unscale; apply with `optimizer` if all finite, else skip; adjust the scale."""
@@ -373,10 +376,37 @@ class Agent:
     def copy_target(self) -> None:
         self._copy()
 
-    # Checkpoints: everything the update depends on, as numpy arrays. The same in every
-    # precision (float32 variables), except float16's loss scale: a checkpoint without one
-    # starts it afresh, and one with it resumes under float32 / bfloat16 without it.
+    # Checkpoints: everything the update depends on, written with tf.train.Checkpoint (the
+    # variables found by their place in the object graph: network layers, optimizer slots;
+    # a mismatch is an error, not a silent partial restore). The same in every precision
+    # (float32 variables) except float16's loss scale: a checkpoint without one starts it
+    # afresh, and one with it resumes under float32 / bfloat16 without it.
+    def _checkpoint(self, loss_scale: Optional["DynamicLossScale"]) -> tf.train.Checkpoint:
+        optimizer = getattr(self.optimizer, "trackable", self.optimizer)
+        parts = dict(online=self.online, target=self.target, optimizer=optimizer)
+        if loss_scale is not None:
+            parts["loss_scale"] = loss_scale.trackable
+        return tf.train.Checkpoint(**parts)
+
+    def write(self, prefix: str) -> None:
+        """Writes the checkpoint files prefix.index and prefix.data-*."""
+        self._checkpoint(self.loss_scale).write(prefix)
+
+    def read(self, prefix: str) -> None:
+        """Restores what write() wrote; ValueError naming what does not match."""
+        saved = {name for name, _ in tf.train.list_variables(prefix)}
+        has_scale = any(name.startswith("loss_scale/") for name in saved)
+        # A saved loss scale that this precision does not use is read into a throwaway one,
+        # so that everything in the checkpoint must still find its place.
+        loss_scale = (self.loss_scale or DynamicLossScale()) if has_scale else None
+        try:
+            self._checkpoint(loss_scale).read(prefix).assert_consumed()
+        except (AssertionError, ValueError) as e:  # unmatched objects; other shapes
+            raise ValueError(f"checkpoint {prefix} does not match this run's networks and "
+                             f"optimizer: {str(e)[:500]}") from None
+
     def get_state(self) -> dict:
+        """The variables as numpy arrays (for comparisons in tests and benchmarks)."""
         state = {"online": [w.numpy() for w in self.online.weights],
                  "target": [w.numpy() for w in self.target.weights],
                  "optimizer": [v.numpy() for v in self.optimizer.variables]}

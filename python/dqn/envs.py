@@ -14,13 +14,13 @@ Vector-observation envs (CartPole-v1, ...) are used as they are; their float32 o
 travel through the uint8 replay memory as raw bytes (`VectorCodec`).
 """
 
-import pickle
 import warnings
 from typing import List, Optional, Sequence, Tuple
 
 import gymnasium as gym
 import numpy as np
 
+from dqn import plain_state
 from dqn.config import Config, ConfigError
 
 # Torch7 image.rgb2y (ITU-R BT.601 luma), which DQN 3.0's preprocessing applies.
@@ -186,12 +186,13 @@ class DQN3Atari(gym.Wrapper):
 
     # Exact resume: the emulator state (with its RNG) and this wrapper's own state.
     def get_state(self) -> dict:
-        return {"ale": pickle.dumps(self.ale.cloneState(include_rng=True)),
+        return {"ale": self.ale.cloneState(include_rng=True).serialize(),  # ALE's own bytes
                 "rng": self._rng.bit_generator.state, "lives": self._lives,
                 "needs_new_game": self._needs_new_game, "screens": self._screens.copy()}
 
     def set_state(self, state: dict) -> None:
-        self.ale.restoreState(pickle.loads(state["ale"]))
+        import ale_py  # only Atari envs get here, and ale-py made them
+        self.ale.restoreState(ale_py.ALEState(state["ale"]))
         self._rng.bit_generator.state = state["rng"]
         self._lives = state["lives"]
         self._needs_new_game = state["needs_new_game"]
@@ -413,35 +414,26 @@ class EnvPool:
         return rewards, finished
 
     def get_state(self) -> dict:
-        envs = []
-        for env in self.envs:
-            if hasattr(env, "get_state"):
-                envs.append(("wrapper", env.get_state()))
-            else:
-                try:
-                    envs.append(("pickle", pickle.dumps(env)))
-                except Exception:  # an env that cannot be pickled restarts its episode
-                    envs.append(("none", None))
+        """Data only (see plain_state): each env's own get_state() where it has one (Atari:
+        the emulator's bytes), else its plain attributes and those of what it wraps."""
+        envs = [("wrapper", env.get_state()) if hasattr(env, "get_state")
+                else ("plain", plain_state.capture(env)) for env in self.envs]
         return {"envs": envs, "frames": self.frames.copy(), "terminals": self.terminals.copy(),
                 "scores": self.scores.copy(), "game_steps": self.game_steps.copy()}
 
-    def set_state(self, state: dict) -> List[int]:
-        """Restore after reset(); returns the indices of envs whose episode restarted."""
-        restarted = []
-        for i, (kind, value) in enumerate(state["envs"]):
+    def set_state(self, state: dict) -> None:
+        """Restore, after reset(), a get_state() of a pool built the same way."""
+        for env, (kind, value) in zip(self.envs, state["envs"]):
             if kind == "wrapper":
-                self.envs[i].set_state(value)
-            elif kind == "pickle":
-                self.envs[i].close()
-                self.envs[i] = pickle.loads(value)
+                env.set_state(value)
+            elif kind == "plain":
+                plain_state.restore(env, value)
             else:
-                restarted.append(i)
-        keep = [i for i in range(len(self.envs)) if i not in restarted]
-        self.frames[keep] = state["frames"][keep]
-        self.terminals[keep] = state["terminals"][keep]
-        self.scores[keep] = state["scores"][keep]
-        self.game_steps[keep] = state["game_steps"][keep]
-        return restarted
+                raise ValueError(f"unknown environment state kind {kind!r}")
+        self.frames[...] = state["frames"]
+        self.terminals[...] = state["terminals"]
+        self.scores[...] = state["scores"]
+        self.game_steps[...] = state["game_steps"]
 
     def close(self) -> None:
         for env in self.envs:

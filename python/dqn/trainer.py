@@ -242,8 +242,7 @@ class Evaluator:
                                             or result.mean > state.best_score)
         if best:
             state.best_score = result.mean
-            checkpoint.save_best(cfg.run_dir, [w.numpy() for w in self.agent.online.weights],
-                                 state.step, result.mean)
+            checkpoint.save_best(cfg.run_dir, self.agent.online, state.step, result.mean)
         state.eval_index, state.eval_pending, state.last_eval = index + 1, False, result.mean
         self.times.lap("eval", t)
         self.log.evaluation(state.step, dict(result.record(), best=best,
@@ -273,26 +272,29 @@ def save_checkpoint(cfg: Config, state: TrainerState, agent, actor: Actor, *, lo
     """Everything needed to continue the run bit for bit; returns the checkpoint directory
     (and says so on the console, with the time it took)."""
     t = time.perf_counter()
+    python_version, python_words, python_gauss = random.getstate()
     saved = dict(state.to_dict(), next_q=actor.prefetched_q, envs=actor.pool.get_state(),
-                 rng=actor.rng.bit_generator.state, python_random=random.getstate(),
-                 numpy_global=np.random.get_state())
-    path = checkpoint.save(cfg.run_dir, state.step, agent.get_state(), saved, actor.replay)
+                 rng=actor.rng.bit_generator.state,
+                 python_random=[python_version, list(python_words), python_gauss],
+                 numpy_global=np.random.get_state(legacy=False))
+    path = checkpoint.save(cfg.run_dir, state.step, agent, saved, actor.replay)
     seconds = times.lap("checkpoint", t) - t
     log.eta.checkpoint_took(seconds)
     log.message(f"checkpoint {path} ({seconds:.1f} s)")
     return path
 
 
-def restore_checkpoint(path: str, agent, actor: Actor,
-                       replay_type) -> Tuple[TrainerState, List[int]]:
+def restore_checkpoint(path: str, agent, actor: Actor, replay_type) -> TrainerState:
     """Loads a checkpoint into agent and actor (its replay memory replaced by the saved one);
-    returns the trainer state and the environments that restart their episode."""
-    agent.set_state(checkpoint.load_agent_state(path))
+    returns the trainer state."""
+    checkpoint.check_format(path)
+    agent.read(checkpoint.agent_prefix(path))
     actor.replay = replay_type.load(checkpoint.replay_path(path))
     saved = checkpoint.load_trainer_state(path)
-    restarted = actor.pool.set_state(saved.pop("envs"))
+    actor.pool.set_state(saved.pop("envs"))
     actor.rng.bit_generator.state = saved.pop("rng")
-    random.setstate(saved.pop("python_random"))
+    python_version, python_words, python_gauss = saved.pop("python_random")
+    random.setstate((python_version, tuple(python_words), python_gauss))
     np.random.set_state(saved.pop("numpy_global"))
     actor.prefetched_q = saved.pop("next_q", None)
-    return TrainerState.from_dict(saved), restarted
+    return TrainerState.from_dict(saved)
