@@ -43,7 +43,8 @@ def composed_step(q, q_next, actions, rewards, terminals):
     with tf.GradientTape() as tape:
         tape.watch(q)
         not_done = 1.0 - tf.cast(terminals, q.dtype)
-        target = tf.stop_gradient(rewards / R_MAX + DISCOUNT * not_done * tf.reduce_max(q_next, axis=1))
+        target = tf.stop_gradient(
+            rewards / R_MAX + DISCOUNT * not_done * tf.reduce_max(q_next, axis=1))
         q_taken = tf.gather(q, actions, batch_dims=1)
         err = tf.abs(target - q_taken)
         quadratic = tf.minimum(err, CLIP)
@@ -104,7 +105,8 @@ def main():
     args = parser.parse_args()
     assert tfdqn_ops.uses_compiled_op(), "the compiled op is not loaded"
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores; TensorFlow {tf.__version__}")
-    print("| A | B | fused us/step | composed us/step | speed-up | fused us/call (K=1) | composed us/call (K=1) | fused GB/s | copy GB/s | fused/copy |")
+    print("| A | B | fused us/step | composed us/step | speed-up | fused us/call (K=1) "
+          "| composed us/call (K=1) | fused GB/s | copy GB/s | fused/copy |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     rng = np.random.default_rng(0)
     for num_actions in args.actions:
@@ -125,10 +127,13 @@ def main():
             bw = fused_bytes / result["fused"][0] if result["fused"][0] > 0 else float("nan")
             copy = copy_bandwidth(fused_bytes, 9)
             big = batch >= 65536
-            print(f"| {num_actions} | {batch} | {result['fused'][0] * 1e6:.2f} | {result['composed'][0] * 1e6:.2f} | "
-                  f"{result['composed'][0] / result['fused'][0]:.1f}x | {result['fused'][1] * 1e6:.0f} | "
+            print(f"| {num_actions} | {batch} | {result['fused'][0] * 1e6:.2f} | "
+                  f"{result['composed'][0] * 1e6:.2f} | "
+                  f"{result['composed'][0] / result['fused'][0]:.1f}x | "
+                  f"{result['fused'][1] * 1e6:.0f} | "
                   f"{result['composed'][1] * 1e6:.0f} | "
-                  + (f"{bw / 1e9:.1f} | {copy / 1e9:.1f} | {100 * bw / copy:.0f}% |" if big else "- | - | - |"),
+                  + (f"{bw / 1e9:.1f} | {copy / 1e9:.1f} | {100 * bw / copy:.0f}% |"
+                     if big else "- | - | - |"),
                   flush=True)
 
 

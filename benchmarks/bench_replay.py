@@ -226,7 +226,7 @@ def bench_cpp(args, pool, terms, rows):
         mem.save(path)
         t_save = time.perf_counter() - t0
         size = os.path.getsize(path)
-        del mem
+        mem = None
         gc.collect()
         t0 = time.perf_counter()
         mem = ReplayMemory.load(path)
@@ -235,7 +235,7 @@ def bench_cpp(args, pool, terms, rows):
         rows.append(("tfdqn_ops.ReplayMemory save / load", f"{t_save:.1f} s / {t_load:.1f} s",
                      f"{size / 1e9:.3f} GB file ({size / t_save / 1e9:.2f} / "
                      f"{size / t_load / 1e9:.2f} GB/s, incl. fsync and checksum)"))
-    del mem
+    mem = None
     gc.collect()
     return {"sample": med, "sample_into": med_into, "sample_windows_into": med_win}, batch_bytes
 
@@ -301,7 +301,7 @@ def bench_numpy(args, pool, terms, rows):
     rows.append((f"NumpyReplay.sample({b}, windows=True)",
                  f"{med_w:.1f} µs", f"each window gathered once, like sample_windows "
                  f"(mean {mean_w:.1f} µs)"))
-    del mem
+    mem = None
     gc.collect()
     return med, med_w
 
@@ -334,12 +334,13 @@ def bench_sb3(args, pool, rows):
         torch.set_num_threads(threads)
         med, mean = time_calls(lambda: rb.sample(args.batch), iters, warmup=5)
         results[threads] = med
-        rows.append((f"stable_baselines3 ReplayBuffer.sample({args.batch}), torch threads = {threads}",
+        rows.append((f"stable_baselines3 ReplayBuffer.sample({args.batch}), "
+                     f"torch threads = {threads}",
                      f"{med:.1f} µs",
                      f"{cap:,} stacked {'x'.join(map(str, shape))} observations, "
                      f"optimize_memory_usage=True, CPU tensors (mean {mean:.1f} µs)"))
     torch.set_num_threads(default_threads)
-    del rb
+    rb = None
     gc.collect()
     return min(results.values())  # SB3 at its best
 

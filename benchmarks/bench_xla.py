@@ -109,7 +109,8 @@ def main():
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     if not tfdqn_ops.uses_compiled_op():
-        sys.exit("tfdqn_ops is not using the compiled op library (run from outside the source tree)")
+        sys.exit("tfdqn_ops is not using the compiled op library "
+                 "(run from outside the source tree)")
 
     variants = [("op", op_targets, False), ("op-double", op_targets, True),
                 ("plain", plain_targets, False)]
@@ -139,7 +140,8 @@ def main():
             "|---|---|---|---|---|"]
     for (name, jit), values in times.items():
         median = statistics.median(values)
-        rows.append(f"| {name} | {jit} | {1e3 * median:.1f} | {ms(values, 10):.1f}-{ms(values, 90):.1f} "
+        rows.append(f"| {name} | {jit} | {1e3 * median:.1f} | "
+                    f"{ms(values, 10):.1f}-{ms(values, 90):.1f} "
                     f"| {median / base:.2f}x |")
     table = "\n".join(rows)
     command = "python benchmarks/bench_xla.py " + " ".join(sys.argv[1:])

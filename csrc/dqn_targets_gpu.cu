@@ -1,7 +1,9 @@
 // CUDA kernels of the fused DQN target op and its gradient. No TensorFlow headers: the TF
 // kernel and the TF-free GPU check both reach these through dqn_targets_gpu.h.
 //
-// Forward, A small (the Atari case, A <= ~100): one block per tile of consecutive rows.
+// Forward, A small (the Atari case): one block per tile of consecutive rows, while a 32-row
+// tile of the staged arrays fits kWarpTileMaxBytes (A <= 32 for float32, 21 with double
+// DQN; twice that for 16-bit types, half for double).
 // The tile of q / q_next (/ q_next_online) is contiguous in memory, so it is copied to
 // shared memory with coalesced 16-byte loads; each thread then runs the shared per-row
 // math (DqnTargetsRow) on one row in shared memory, and the targets tile is written back

@@ -130,8 +130,9 @@ struct RowArgMax {
   }
 };
 
-// The scalar part of the update, shared by every kernel once q_next_max and q[i, a_i] are
-// known. Returns the status; outputs are NaN when any input is not finite.
+// What FinishRow computes for a row: the scalar part of the update, shared by every kernel
+// once q_next_max and q[i, a_i] are known. When any input of the row is not finite, valid
+// is false and loss, delta and q_next_max are NaN.
 template <typename Acc>
 struct RowResult {
   Acc loss;

@@ -46,8 +46,8 @@ def parse_args(argv=None):
     if args.latest or not checkpoint.has_best(args.run_dir):
         path = checkpoint.latest(args.run_dir)
         if path is None:
-            raise ConfigError(f"{args.run_dir!r} has neither a best network ({checkpoint.BEST_DIR}/) "
-                              "nor a checkpoint")
+            raise ConfigError(f"{args.run_dir!r} has neither a best network "
+                              f"({checkpoint.BEST_DIR}/) nor a checkpoint")
         try:
             checkpoint.check_format(path)
         except checkpoint.CheckpointFormatError as e:

@@ -27,5 +27,6 @@ def test_shared_row_math_on_the_host(source_tree, tmp_path):
     for cmd in (configure, ["cmake", "--build", str(build), "--target", "math_host_test"]):
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    result = subprocess.run([str(build / "math_host_test")], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([str(build / "math_host_test")], capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0 and "PASSED" in result.stdout, result.stdout[-3000:]

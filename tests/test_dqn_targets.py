@@ -48,7 +48,8 @@ def as_np(t):
 def assert_outputs_close(got, want, dtype):
     tol = TOL[dtype]
     for name in ("loss", "targets", "delta", "q_next_max"):
-        np.testing.assert_allclose(as_np(getattr(got, name)), np.asarray(getattr(want, name), np.float64),
+        np.testing.assert_allclose(as_np(getattr(got, name)),
+                                   np.asarray(getattr(want, name), np.float64),
                                    rtol=tol, atol=tol, err_msg=name)
 
 
@@ -60,13 +61,15 @@ def assert_outputs_close(got, want, dtype):
 @pytest.mark.parametrize("num_actions", [1, 2, 4, 6, 9, 18])  # 4, 6, 9, 18: specialized loops
 @pytest.mark.parametrize("clip_delta", [1.0, 0.0])
 @pytest.mark.parametrize("double_dqn", [False, True])
-def test_forward_matches_dqn3_numpy_and_reference(dtype, batch, num_actions, clip_delta, double_dqn):
+def test_forward_matches_dqn3_numpy_and_reference(dtype, batch, num_actions, clip_delta,
+                                                  double_dqn):
     rng = np.random.default_rng(batch * 100 + num_actions)
     q, q_next, actions, rewards, terminals, online = make_inputs(
         rng, batch, num_actions, dtype, ties=num_actions == 2)
     online = online if double_dqn else None
     kwargs = dict(discount=0.99, r_max=1.0, clip_delta=clip_delta)
-    got = tfdqn_ops.dqn_targets(q, q_next, actions, rewards, terminals, q_next_online=online, **kwargs)
+    got = tfdqn_ops.dqn_targets(q, q_next, actions, rewards, terminals, q_next_online=online,
+                                **kwargs)
     for name, t in got._asdict().items():
         assert t.dtype == dtype, name
     assert got.targets.shape == (batch, num_actions)
@@ -81,7 +84,8 @@ def test_forward_matches_dqn3_numpy_and_reference(dtype, batch, num_actions, cli
     want = tfdqn_ops.DqnTargets(*want)
     assert_outputs_close(got, want, dtype)
     # Against the pure-TF reference: same conventions, so equal to the output rounding.
-    ref = reference.dqn_targets(q, q_next, actions, rewards, terminals, q_next_online=online, **kwargs)
+    ref = reference.dqn_targets(q, q_next, actions, rewards, terminals, q_next_online=online,
+                                **kwargs)
     assert_outputs_close(got, tfdqn_ops.DqnTargets(*[as_np(t) for t in ref]), dtype)
 
 
@@ -223,7 +227,8 @@ def test_no_gradient_through_targets_delta_or_q_next_max():
     with tf.GradientTape() as tape:
         tape.watch(q)
         out = tfdqn_ops.dqn_targets(q, q_next, actions, rewards, terminals)
-        only_constants = tf.reduce_sum(out.targets) + tf.reduce_sum(out.delta) + tf.reduce_sum(out.q_next_max)
+        only_constants = (tf.reduce_sum(out.targets) + tf.reduce_sum(out.delta)
+                          + tf.reduce_sum(out.q_next_max))
     g = tape.gradient(only_constants, q)
     # TF hands the gradient function zeros for the unused `loss` output, so the result is
     # an all-zero gradient (or None): in either case nothing flows through these outputs.
@@ -280,8 +285,9 @@ def test_keras_fit_with_the_op_in_the_loss():
     rng = np.random.default_rng(2)
 
     class TinyDqn(tf.keras.Model):
-        # Keras 3 turns jit_compile="auto" into True on GPU machines; this model's train_step
-        # uses the native op, which has no XLA kernel unless the XLA lowering is built in.
+        # The plain (non-XLA) path through Keras' fit: jit_compile=False below, since Keras 3
+        # turns jit_compile="auto" into True on GPU machines (the XLA lowering has its own
+        # tests in test_xla.py).
         def train_step(self, data):
             s, a, r, t, q_next = data
             with tf.GradientTape() as tape:
@@ -297,7 +303,8 @@ def test_keras_fit_with_the_op_in_the_loss():
     before = [v.numpy().copy() for v in model.trainable_variables]
     n = 64
     data = (rng.random((n, 4)).astype(np.float32), rng.integers(0, 3, n).astype(np.int32),
-            rng.random(n).astype(np.float32), np.zeros(n, bool), rng.random((n, 3)).astype(np.float32))
+            rng.random(n).astype(np.float32), np.zeros(n, bool),
+            rng.random((n, 3)).astype(np.float32))
     history = model.fit(tf.data.Dataset.from_tensor_slices(data).batch(16), epochs=5, verbose=0)
     losses = history.history["td_loss"]
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
@@ -312,7 +319,8 @@ def test_tf_function_equals_eager_with_unknown_shapes():
     args = make_inputs(rng, 50, 18)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)] * 2 + [
-        tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.bool)])
+        tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.float32),
+        tf.TensorSpec([None], tf.bool)])
     def step(q, q_next, actions, rewards, terminals):
         with tf.GradientTape() as tape:
             tape.watch(q)
@@ -353,10 +361,12 @@ def test_in_place_targets_inside_tf_function(double_dqn):
     out, grad = fused(x)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        ref = reference.dqn_targets(x * 2.0, q_next, actions, rewards, terminals, q_next_online=online)
+        ref = reference.dqn_targets(x * 2.0, q_next, actions, rewards, terminals,
+                                    q_next_online=online)
         ref_loss = tf.reduce_sum(ref.loss)
     assert_outputs_close(out, ref, tf.float32)
-    np.testing.assert_allclose(grad.numpy(), tape.gradient(ref_loss, x).numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grad.numpy(), tape.gradient(ref_loss, x).numpy(),
+                               rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("batch", [1, 32, 4096, 4097])  # 4096: the kernel's reuse limit
@@ -444,12 +454,18 @@ def valid_args(batch=4, num_actions=3):
     (dict(r_max=0.0), ValueError, r"r_max: expected a value > 0, got 0.0"),
     (dict(clip_delta=-1.0), ValueError, r"clip_delta: expected a value >= 0"),
     (dict(discount=float("nan")), ValueError, r"discount: expected a finite number"),
-    (dict(q=tf.zeros([4, 3], tf.int32)), ValueError, r"q: expected dtype float16, bfloat16, float32 or float64, got int32"),
-    (dict(q_next=tf.zeros([4, 3], tf.float64)), ValueError, r"q_next: expected dtype float32 \(the dtype of q\), got float64"),
-    (dict(rewards=tf.zeros([4], tf.float64)), ValueError, r"rewards: expected dtype float32 \(the dtype of q\), got float64"),
-    (dict(actions=tf.zeros([4], tf.float32)), ValueError, r"actions: expected dtype int32 or int64, got float32"),
-    (dict(terminals=tf.constant(["a"] * 4)), ValueError, r"terminals: expected dtype bool or a number type, got string"),
-    (dict(q_next_online=tf.zeros([4, 3], tf.float16)), ValueError, r"q_next_online: expected dtype float32"),
+    (dict(q=tf.zeros([4, 3], tf.int32)), ValueError,
+     r"q: expected dtype float16, bfloat16, float32 or float64, got int32"),
+    (dict(q_next=tf.zeros([4, 3], tf.float64)), ValueError,
+     r"q_next: expected dtype float32 \(the dtype of q\), got float64"),
+    (dict(rewards=tf.zeros([4], tf.float64)), ValueError,
+     r"rewards: expected dtype float32 \(the dtype of q\), got float64"),
+    (dict(actions=tf.zeros([4], tf.float32)), ValueError,
+     r"actions: expected dtype int32 or int64, got float32"),
+    (dict(terminals=tf.constant(["a"] * 4)), ValueError,
+     r"terminals: expected dtype bool or a number type, got string"),
+    (dict(q_next_online=tf.zeros([4, 3], tf.float16)), ValueError,
+     r"q_next_online: expected dtype float32"),
 ])
 def test_bad_arguments_raise_value_error(change, error, pattern):
     args = valid_args()
@@ -462,7 +478,8 @@ def test_bad_arguments_raise_value_error(change, error, pattern):
     (dict(q=tf.zeros([4, 3, 1])), r"q: expected rank 2"),
     (dict(q_next=tf.zeros([4, 2])), r"q_next: expected the shape of q \[4,3\], got \[4,2\]"),
     (dict(q_next=tf.zeros([5, 3])), r"q_next: expected the shape of q"),
-    (dict(actions=tf.zeros([3], tf.int32)), r"actions: expected shape \[4\] \(the batch size of q\), got \[3\]"),
+    (dict(actions=tf.zeros([3], tf.int32)),
+     r"actions: expected shape \[4\] \(the batch size of q\), got \[3\]"),
     (dict(rewards=tf.zeros([4, 1])), r"rewards: expected shape \[4\]"),
     (dict(terminals=tf.zeros([5], tf.bool)), r"terminals: expected shape \[4\]"),
     (dict(q=tf.zeros([4, 0]), q_next=tf.zeros([4, 0])), r"q: expected at least one action"),
@@ -476,10 +493,13 @@ def test_bad_shapes_raise_in_eager(change, pattern):
 
 @pytest.mark.parametrize("change, pattern", [
     (dict(q=tf.TensorSpec([4, 3, 1])), r"q: expected rank 2"),
-    (dict(q_next=tf.TensorSpec([4, 2])), r"number of actions of q and q_next: sizes differ, 3 vs 2"),
-    (dict(actions=tf.TensorSpec([3], tf.int32)), r"batch size of q and actions: sizes differ, 4 vs 3"),
+    (dict(q_next=tf.TensorSpec([4, 2])),
+     r"number of actions of q and q_next: sizes differ, 3 vs 2"),
+    (dict(actions=tf.TensorSpec([3], tf.int32)),
+     r"batch size of q and actions: sizes differ, 4 vs 3"),
     (dict(rewards=tf.TensorSpec([4, 1])), r"rewards: expected rank 1"),
-    (dict(q=tf.TensorSpec([4, 0]), q_next=tf.TensorSpec([4, 0])), r"q: expected at least one action"),
+    (dict(q=tf.TensorSpec([4, 0]), q_next=tf.TensorSpec([4, 0])),
+     r"q: expected at least one action"),
 ])
 def test_bad_shapes_rejected_when_the_graph_is_built(change, pattern):
     specs = {k: tf.TensorSpec(v.shape, v.dtype) for k, v in valid_args().items()}
@@ -510,11 +530,13 @@ def test_out_of_range_action_names_position_and_value(action_dtype, bad, num_act
 
 def test_out_of_range_action_inside_tf_function_with_unknown_shapes():
     @tf.function(input_signature=[tf.TensorSpec(None, tf.float32)] * 2 + [
-        tf.TensorSpec(None, tf.int32), tf.TensorSpec(None, tf.float32), tf.TensorSpec(None, tf.bool)])
+        tf.TensorSpec(None, tf.int32), tf.TensorSpec(None, tf.float32),
+        tf.TensorSpec(None, tf.bool)])
     def fn(*a):
         return tfdqn_ops.dqn_targets(*a).loss
     args = valid_args(batch=3)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"actions\[1\] = 5 is not in \[0, 3\)"):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"actions\[1\] = 5 is not in \[0, 3\)"):
         fn(args["q"], args["q_next"], tf.constant([0, 5, 1]), args["rewards"], args["terminals"])
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"q: expected rank 2"):
         fn(tf.zeros([3]), args["q_next"], args["actions"][:3], args["rewards"], args["terminals"])
@@ -532,7 +554,8 @@ def test_property_matches_reference(batch, num_actions, seed, clip, discount, r_
     rng = np.random.default_rng(seed)
     q, q_next, actions, rewards, terminals, online = make_inputs(
         rng, batch, num_actions, dtype, ties=bool(seed % 2))
-    kw = dict(discount=discount, r_max=r_max, clip_delta=clip, q_next_online=online if double else None)
+    kw = dict(discount=discount, r_max=r_max, clip_delta=clip,
+              q_next_online=online if double else None)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(q)
         got = tfdqn_ops.dqn_targets(q, q_next, actions, rewards, terminals, **kw)
@@ -551,7 +574,8 @@ def test_property_matches_reference(batch, num_actions, seed, clip, discount, r_
 
 def test_both_ops_have_cpu_kernels_and_gpu_kernels_when_built_with_nvcc():
     from tensorflow.python.framework import kernels
-    built_with_cuda = shutil.which("nvcc") is not None and os.environ.get("TFDQN_CUDA", "AUTO").upper() != "OFF"
+    built_with_cuda = (shutil.which("nvcc") is not None
+                       and os.environ.get("TFDQN_CUDA", "AUTO").upper() != "OFF")
     for op in ("TfdqnOps>DqnTargets", "TfdqnOps>DqnTargetsGrad"):
         devices = {k.device_type for k in kernels.get_registered_kernels_for_op(op).kernel}
         assert "CPU" in devices, op

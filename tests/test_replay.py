@@ -128,7 +128,8 @@ def test_matches_reference_on_random_streams(config, seed):
     capacity, history, num_envs, p_terminal, steps = config
     rng = np.random.default_rng(1000 * seed + capacity)
     mem = ReplayMemory(capacity, frame_shape=SHAPE, history=history, num_envs=num_envs, seed=seed)
-    ref = ReferenceReplay(capacity, frame_shape=SHAPE, history=history, num_envs=num_envs, seed=seed)
+    ref = ReferenceReplay(capacity, frame_shape=SHAPE, history=history, num_envs=num_envs,
+                          seed=seed)
     sampled = 0
     for step in range(steps):
         add_both(mem, ref, random_step(rng, num_envs, p_terminal))
@@ -300,17 +301,38 @@ def test_properties_and_repr():
 
 
 def test_threads_can_sample_and_add_concurrently():
-    mem = ReplayMemory(200, frame_shape=(16, 16), history=4, num_envs=2, seed=0)
-    rng = np.random.default_rng(0)
+    """Two threads sample while the main thread keeps overwriting the ring. Every frame is
+    one value (its time step, per stream), so a torn frame, a window mixing streams or
+    times, or a reward from another transition shows in the samples' contents."""
+    shape = (16, 16)
+    mem = ReplayMemory(200, frame_shape=shape, history=4, num_envs=2, seed=0)
+    clock = [0]
+
+    def step():  # stream e at time t: frame value (2 t + e) % 256, reward t, action t % 18
+        t = clock[0]
+        clock[0] += 1
+        values = np.array([(2 * t) % 256, (2 * t + 1) % 256], np.uint8)
+        frames = np.broadcast_to(values[:, None, None], (2,) + shape).copy()
+        return frames, np.full(2, t % 18), np.full(2, float(t), np.float32), np.zeros(2, bool)
+
     for _ in range(50):
-        mem.add(*random_step(rng, 2, 0.05, (16, 16)))
+        mem.add(*step())
     errors = []
+
+    def check(s, a, r, s2, term):
+        values = s[:, :, 0, 0].astype(int)
+        assert (s == s[:, :, :1, :1]).all() and (s2 == s2[:, :, :1, :1]).all()  # not torn
+        assert (np.diff(values, axis=1) % 256 == 2).all()  # consecutive steps of one stream
+        assert np.array_equal(s2[:, :-1], s[:, 1:])
+        assert ((s2[:, -1, 0, 0].astype(int) - values[:, -1]) % 256 == 2).all()
+        t = r.astype(int)  # the reward is the time step of s's last frame
+        assert (((2 * t) % 256 == values[:, -1]) | ((2 * t + 1) % 256 == values[:, -1])).all()
+        assert np.array_equal(a, t % 18) and not term.any()
 
     def sampler():
         try:
             for _ in range(200):
-                s, a, r, s2, term = mem.sample(32)
-                assert s.shape == (32, 4, 16, 16)
+                check(*mem.sample(32))
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
@@ -318,10 +340,10 @@ def test_threads_can_sample_and_add_concurrently():
     for t in threads:
         t.start()
     for _ in range(300):
-        mem.add(*random_step(rng, 2, 0.05, (16, 16)))
+        mem.add(*step())
     for t in threads:
         t.join()
-    assert not errors
+    assert not errors, errors[0]
     assert len(mem) == 200
 
 
@@ -330,7 +352,8 @@ def test_threads_can_sample_and_add_concurrently():
 def filled(capacity=20, history=4, num_envs=2, steps=15, seed=0, p_terminal=0.2):
     rng = np.random.default_rng(seed)
     mem = ReplayMemory(capacity, frame_shape=SHAPE, history=history, num_envs=num_envs, seed=seed)
-    ref = ReferenceReplay(capacity, frame_shape=SHAPE, history=history, num_envs=num_envs, seed=seed)
+    ref = ReferenceReplay(capacity, frame_shape=SHAPE, history=history, num_envs=num_envs,
+                          seed=seed)
     for _ in range(steps):
         add_both(mem, ref, random_step(rng, num_envs, p_terminal))
     return mem, ref, rng
@@ -523,15 +546,18 @@ def test_bad_add_arguments_change_nothing():
     good = random_step(rng, 2, 0.0)
     f32 = good[0].astype(np.float32)
     cases = [
-        ((f32,) + good[1:], r"frames: expected dtype uint8 and shape \[2, 7, 5\], got float32 \[2, 7, 5\]"),
+        ((f32,) + good[1:],
+         r"frames: expected dtype uint8 and shape \[2, 7, 5\], got float32 \[2, 7, 5\]"),
         ((good[0][:1],) + good[1:], r"frames: .*got uint8 \[1, 7, 5\]"),
         ((good[0][0],) + good[1:], r"frames: .*got uint8 \[7, 5\]"),
         ((good[0].reshape(2, 5, 7),) + good[1:], r"frames: .*got uint8 \[2, 5, 7\]"),
         ((good[0].astype(np.int8),) + good[1:], r"frames: .*got int8"),
         ((good[0].tolist(),) + good[1:], r"frames: .*got int64"),
-        ((good[0], [1], good[2], good[3]), r"actions: expected shape \[2\] \(num_envs\), got \[1\]"),
+        ((good[0], [1], good[2], good[3]),
+         r"actions: expected shape \[2\] \(num_envs\), got \[1\]"),
         ((good[0], [1, 2, 3], good[2], good[3]), r"actions: .*got \[3\]"),
-        ((good[0], [1.0, 2.0], good[2], good[3]), r"actions: expected integers .*got dtype float64"),
+        ((good[0], [1.0, 2.0], good[2], good[3]),
+         r"actions: expected integers .*got dtype float64"),
         ((good[0], [1, -1], good[2], good[3]), r"actions\[1\] = -1 is not in \[0, 2\^31\)"),
         ((good[0], [2**31, 0], good[2], good[3]), r"actions\[0\] = 2147483648"),
         ((good[0], good[1], [0.0, np.nan], good[3]), r"rewards\[1\] = nan is not a finite"),
@@ -590,7 +616,8 @@ def test_sampling_before_a_valid_window():
 @pytest.mark.parametrize("batch_size", [0, -1, -(2**40)])
 def test_bad_batch_size(batch_size):
     mem, _, _ = filled(steps=10)
-    with pytest.raises(ValueError, match=f"batch_size: expected a positive integer, got {batch_size}"):
+    message = f"batch_size: expected a positive integer, got {batch_size}"
+    with pytest.raises(ValueError, match=message):
         mem.sample(batch_size)
 
 
@@ -652,7 +679,8 @@ def test_numpy_benchmark_baseline_follows_the_same_rules():
         "bench_replay", HERE.parent / "benchmarks" / "bench_replay.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    for seed, (capacity, history, num_envs) in enumerate([(20, 4, 1), (23, 4, 3), (9, 2, 2), (6, 1, 1)]):
+    shapes = [(20, 4, 1), (23, 4, 3), (9, 2, 2), (6, 1, 1)]
+    for seed, (capacity, history, num_envs) in enumerate(shapes):
         rng = np.random.default_rng(seed)
         fast = bench.NumpyReplay(capacity, SHAPE, history, num_envs, seed)
         ref = ReferenceReplay(capacity, SHAPE, history, num_envs, seed)
@@ -688,8 +716,8 @@ def test_read_floor_benchmark_builds_runs_and_rejects_bad_arguments(tmp_path):
     if compiler is None:
         pytest.skip("no C++ compiler")
     exe = tmp_path / "read_floor"
-    subprocess.run([compiler, "-O2", "-o", str(exe), str(HERE.parent / "benchmarks" / "read_floor.cc")],
-                   check=True)
+    source = HERE.parent / "benchmarks" / "read_floor.cc"
+    subprocess.run([compiler, "-O2", "-o", str(exe), str(source)], check=True)
     out = subprocess.run([str(exe), "1000", "7056", "5", "32", "5"], check=True,
                          capture_output=True, text=True).stdout.split()
     read_us, copy_us = map(float, out)

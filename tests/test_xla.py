@@ -95,13 +95,15 @@ def test_jit_equals_native_forward_and_gradient(dtype, batch, num_actions):
     # Two of the eight (clip, terminals, double DQN) variants per shape, rotating so that
     # each dtype meets every variant (each XLA compilation costs ~0.25 s per variant); the
     # bit-exact test below runs all eight on every dtype.
-    k = 2 * (BATCHES.index(batch) * len(NUM_ACTIONS) + NUM_ACTIONS.index(num_actions)) + 3 * DTYPES.index(dtype)
+    k = (2 * (BATCHES.index(batch) * len(NUM_ACTIONS) + NUM_ACTIONS.index(num_actions))
+         + 3 * DTYPES.index(dtype))
     variants = [VARIANTS[k % 8], VARIANTS[(k + 1) % 8]]
     rng = np.random.default_rng(batch * 100 + num_actions)
     # Small integers make ties: double DQN's first-index rule and the max are exercised.
     args = variant_inputs(rng, batch, num_actions, dtype, ties=num_actions == 6)
     native = forward_and_grad(*args, variants=variants)
-    jitted = tf.function(lambda *a: forward_and_grad(*a, variants=variants), jit_compile=True)(*args)
+    jitted = tf.function(lambda *a: forward_and_grad(*a, variants=variants),
+                         jit_compile=True)(*args)
     assert_variants_close(jitted, native, dtype, variants)
     for out in jitted:
         assert out[1].shape == (batch, num_actions) and out[0].shape == (batch,)
@@ -199,7 +201,8 @@ def test_out_of_range_action_gives_a_nan_row_under_xla_and_raises_natively(actio
         return out, tape.gradient(loss, q)
 
     # The native CPU kernel refuses the batch ...
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"actions\[2\] = 3 is not in \[0, 3\)"):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"actions\[2\] = 3 is not in \[0, 3\)"):
         step(q, bad)
     # ... the XLA lowering cannot raise: those rows are NaN (loss, delta, q_next_max, the
     # whole targets row, hence the gradient row), the others are exactly the native ones.
@@ -209,7 +212,8 @@ def test_out_of_range_action_gives_a_nan_row_under_xla_and_raises_natively(actio
         v = getattr(out, name).numpy()
         assert np.isnan(v[bad_rows]).all(), name
         np.testing.assert_array_equal(v[good_rows], getattr(want, name).numpy()[good_rows])
-    for got, ref in ((out.targets.numpy(), want.targets.numpy()), (grad.numpy(), want_grad.numpy())):
+    for got, ref in ((out.targets.numpy(), want.targets.numpy()),
+                     (grad.numpy(), want_grad.numpy())):
         assert np.isnan(got[bad_rows]).all()
         np.testing.assert_array_equal(got[good_rows], ref[good_rows])
 

@@ -91,7 +91,8 @@ def _check_shapes(q, q_next, actions, rewards, terminals, q_next_online):
     """Static checks where shapes are known (the compiled op's shape function does the same)."""
     for name, t, rank in (("q", q, 2), ("q_next", q_next, 2), ("actions", actions, 1),
                           ("rewards", rewards, 1), ("terminals", terminals, 1)) + (
-                              (("q_next_online", q_next_online, 2),) if q_next_online is not None else ()):
+                              (("q_next_online", q_next_online, 2),)
+                              if q_next_online is not None else ()):
         if t.shape.rank is not None and t.shape.rank != rank:
             raise ValueError(f"{name}: expected rank {rank}, got shape {t.shape}")
     if q.shape.rank == 2:
@@ -102,5 +103,7 @@ def _check_shapes(q, q_next, actions, rewards, terminals, q_next_online):
             if t is not None and t.shape.rank == 2 and not t.shape.is_compatible_with(q.shape):
                 raise ValueError(f"{name}: expected the shape of q {q.shape}, got {t.shape}")
         for name, t in (("actions", actions), ("rewards", rewards), ("terminals", terminals)):
-            if t.shape.rank == 1 and batch is not None and t.shape[0] is not None and t.shape[0] != batch:
-                raise ValueError(f"{name}: expected shape [{batch}] (the batch size of q), got {t.shape}")
+            if (t.shape.rank == 1 and batch is not None and t.shape[0] is not None
+                    and t.shape[0] != batch):
+                raise ValueError(
+                    f"{name}: expected shape [{batch}] (the batch size of q), got {t.shape}")

@@ -8,7 +8,7 @@ measured memory and speed):
 
 * Entry k of a stream holds frame_k (uint8 `frame_shape`), the action taken at
   k, the reward that followed, and the terminal flag of frame_k. 1M entries of
-  84x84 take about 7.06 GB: frames plus 9 bytes of action, reward and flag.
+  84x84 take about 7.07 GB (7.065e9 bytes): frames plus 9 bytes of action, reward and flag.
 * With `num_envs` streams, stream e owns its own ring segment of
   `capacity // num_envs` entries (the first `capacity % num_envs` streams one
   more), so a history never mixes environments. `capacity` counts all

@@ -236,7 +236,7 @@ class Agent:
         Huber loss with clip_delta 1 is smooth_l1_loss's per-element loss (beta 1), so
         sum / B is the same loss and the same gradient, hence the same optimizer step.
       jit_compile: compile the update with XLA (raises JitCompileError if it cannot).
-      jit_act: compile the acting forward pass (q_values) with XLA.
+      jit_act: compile the acting forward pass (q_values) with XLA (train.py's default too).
 
     Mixed precision comes with the networks (networks.build_network's precision): their
     layers compute in bfloat16 or float16, the Q head and so Q, the op and the loss in
@@ -249,7 +249,7 @@ class Agent:
     def __init__(self, make_network: Callable[[], keras.Model], state_spec: tf.TensorSpec, *,
                  discount: float, clip_delta: float, lr: float, double_dqn: bool = False,
                  optimizer: str = "rmsprop", loss_reduction: str = "sum",
-                 jit_compile: bool = False, jit_act: bool = False):
+                 jit_compile: bool = False, jit_act: bool = True):
         if loss_reduction not in ("sum", "mean"):
             raise ValueError(f"loss_reduction must be 'sum' or 'mean', got {loss_reduction!r}")
         self.mean_loss = loss_reduction == "mean"
@@ -344,10 +344,13 @@ class Agent:
             self._update.experimental_get_compiler_ir(*dummy)(stage="hlo")
         except Exception as e:  # noqa: BLE001 - any lowering failure means: cannot compile
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            # Only a missing XLA kernel for the op itself points at the install.
+            old_install = "TfdqnOps" in str(e) and "XLA" in str(e)
             raise JitCompileError(
-                f"--jit-compile: XLA cannot compile the update step ({first[:300]}); an "
-                "installed tfdqn_ops older than its XLA lowering does this. Run without "
-                "--jit-compile.") from e
+                f"--jit-compile: XLA cannot compile the update step ({first[:300]})"
+                + ("; an installed tfdqn_ops built without its XLA lowering does this"
+                   if old_install else "")
+                + ". Run without --jit-compile.") from e
 
     def update(self, windows, actions, rewards, terminals, next_states=None):
         """K minibatch steps, one after the other. windows [K, B, hist + 1, ...] (the network

@@ -26,7 +26,6 @@ only) is still read.
 import json
 import os
 import shutil
-import signal
 import tempfile
 import time
 from typing import Callable, Optional, Tuple
@@ -44,11 +43,6 @@ FILES = (AGENT + ".index", "replay.bin", "state.json", "info.json")
 BEST_DIR = "best"
 OLD_BEST = "best_network.npz"  # earlier versions: online weights by position, + step, score
 OLD_FORMAT = "state.pkl"
-
-# Test hook: kill this process with SIGKILL in the middle of the next checkpoint save
-# (after the replay file is written, before the rename), to prove a crash mid-save is safe.
-CRASH_ENV = "DQN_TEST_CRASH_DURING_SAVE"
-
 
 class CheckpointFormatError(ValueError):
     """A checkpoint this version does not read (an earlier version's pickle format)."""
@@ -101,8 +95,6 @@ def save(run_dir: str, step: int, agent, trainer_state: dict, replay) -> str:
         agent.write(os.path.join(tmp, AGENT))
         _write_text(os.path.join(tmp, "state.json"), plain_state.dumps(trainer_state))
         replay.save(replay_path(tmp))
-        if os.environ.get(CRASH_ENV):
-            os.kill(os.getpid(), signal.SIGKILL)
         _write_text(os.path.join(tmp, "info.json"),
                     json.dumps({"step": step, "saved_at": time.time(), "files": list(FILES)}))
 
@@ -116,7 +108,8 @@ def latest(run_dir: str) -> Optional[str]:
     if not os.path.isdir(root):
         return None
     done = sorted(name for name in os.listdir(root)
-                  if name.startswith(PREFIX) and os.path.isfile(os.path.join(root, name, "info.json")))
+                  if name.startswith(PREFIX)
+                  and os.path.isfile(os.path.join(root, name, "info.json")))
     return os.path.join(root, done[-1]) if done else None
 
 
