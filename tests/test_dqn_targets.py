@@ -17,28 +17,12 @@ import tfdqn_ops
 from tfdqn_ops import reference
 
 import dqn_numpy
+from op_inputs import conv_net_minibatch, make_inputs
 
 DTYPES = [tf.float16, tf.bfloat16, tf.float32, tf.float64]
 # Closeness of the op to the numpy transcription, per dtype: both compute in float32 (or
 # float64), so outputs agree to the rounding of the output dtype.
 TOL = {tf.float16: 1e-3, tf.bfloat16: 8e-3, tf.float32: 1e-6, tf.float64: 1e-12}
-
-
-def make_inputs(rng, batch, num_actions, dtype=tf.float32, *, terminal_dtype=tf.bool,
-                action_dtype=tf.int32, ties=False):
-    def values(*shape):
-        if ties:
-            return rng.integers(-2, 3, size=shape).astype(np.float64)
-        return rng.normal(0, 1.5, size=shape)
-    q = tf.constant(values(batch, num_actions), dtype)
-    q_next = tf.constant(values(batch, num_actions), dtype)
-    q_next_online = tf.constant(values(batch, num_actions), dtype)
-    actions = tf.constant(rng.integers(0, num_actions, size=batch), action_dtype)
-    rewards = tf.constant(rng.choice([-1.0, 0.0, 0.0, 1.0, 0.5], size=batch), dtype)
-    terminals = tf.constant(rng.random(batch) < 0.25, tf.bool)
-    if terminal_dtype != tf.bool:
-        terminals = tf.cast(terminals, terminal_dtype)
-    return q, q_next, actions, rewards, terminals, q_next_online
 
 
 def as_np(t):
@@ -233,29 +217,6 @@ def test_no_gradient_through_targets_delta_or_q_next_max():
     # TF hands the gradient function zeros for the unused `loss` output, so the result is
     # an all-zero gradient (or None): in either case nothing flows through these outputs.
     assert g is None or not np.any(g.numpy())
-
-
-def small_conv_net(num_actions, seed):
-    tf.keras.utils.set_random_seed(seed)
-    return tf.keras.Sequential([
-        tf.keras.layers.Input((12, 12, 2)),
-        tf.keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
-        tf.keras.layers.Flatten(),
-        tf.keras.layers.Dense(16, activation="relu"),
-        tf.keras.layers.Dense(num_actions),
-    ])
-
-
-def conv_net_minibatch(seed=21, num_actions=6, batch=32):
-    """Online and target small_conv_net and a random minibatch (s, s2, a, r, term) for them."""
-    rng = np.random.default_rng(seed)
-    online, target = small_conv_net(num_actions, 1), small_conv_net(num_actions, 2)
-    s = tf.constant(rng.random((batch, 12, 12, 2)), tf.float32)
-    s2 = tf.constant(rng.random((batch, 12, 12, 2)), tf.float32)
-    actions = tf.constant(rng.integers(0, num_actions, batch), tf.int32)
-    rewards = tf.constant(rng.choice([-1.0, 0.0, 1.0], batch), tf.float32)
-    terminals = tf.constant(rng.random(batch) < 0.2)
-    return online, target, s, s2, actions, rewards, terminals
 
 
 def test_keras_conv_net_gradient_equals_dqn3_dw_and_reference():

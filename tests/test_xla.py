@@ -17,7 +17,7 @@ from tensorflow.python.framework import kernels
 
 import tfdqn_ops
 
-from test_dqn_targets import conv_net_minibatch, make_inputs
+from op_inputs import conv_net_minibatch, make_inputs
 
 OPS = ("TfdqnOps>DqnTargets", "TfdqnOps>DqnTargetsGrad")
 DTYPES = [tf.float16, tf.bfloat16, tf.float32, tf.float64]
