@@ -31,38 +31,15 @@ using ::tensorflow::TensorShape;
 
 namespace {
 
-// Run-time shape checks (shapes may be unknown when the graph is built). Returns B and A.
+Dims DimsOf(const Tensor& t) {
+  const auto sizes = t.shape().dim_sizes();
+  return Dims(sizes.begin(), sizes.end());
+}
+
 absl::Status ValidateForwardInputs(OpKernelContext* ctx, int64_t* batch, int64_t* num_actions) {
-  const char* matrices[] = {"q", "q_next", "q_next_online"};
-  const char* vectors[] = {"actions", "rewards", "terminals"};
-  const Tensor& q = ctx->input(0);
-  for (int i = 0; i < 3; ++i) {
-    const Tensor& m = ctx->input(i);
-    if (m.dims() != 2) {
-      return absl::InvalidArgumentError(absl::StrCat(matrices[i], ": expected rank 2 [batch, num_actions], got shape ",
-                                                     m.shape().DebugString()));
-    }
-    if (m.shape() != q.shape()) {
-      return absl::InvalidArgumentError(absl::StrCat(matrices[i], ": expected the shape of q ",
-                                                     q.shape().DebugString(), ", got ",
-                                                     m.shape().DebugString()));
-    }
-  }
-  for (int i = 0; i < 3; ++i) {
-    const Tensor& v = ctx->input(3 + i);
-    if (v.dims() != 1 || v.dim_size(0) != q.dim_size(0)) {
-      return absl::InvalidArgumentError(absl::StrCat(vectors[i], ": expected shape [", q.dim_size(0),
-                                                     "] (the batch size of q), got ",
-                                                     v.shape().DebugString()));
-    }
-  }
-  if (q.dim_size(1) == 0) {
-    return absl::InvalidArgumentError(
-        "q: expected at least one action (shape [batch, num_actions >= 1]), got num_actions = 0");
-  }
-  *batch = q.dim_size(0);
-  *num_actions = q.dim_size(1);
-  return absl::OkStatus();
+  const Dims inputs[6] = {DimsOf(ctx->input(0)), DimsOf(ctx->input(1)), DimsOf(ctx->input(2)),
+                          DimsOf(ctx->input(3)), DimsOf(ctx->input(4)), DimsOf(ctx->input(5))};
+  return CheckForwardShapes(inputs, batch, num_actions);
 }
 
 struct ForwardOutputs {
@@ -127,18 +104,7 @@ class SmallOutputCache {
 };
 
 absl::Status ValidateGradInputs(OpKernelContext* ctx) {
-  const Tensor& grad_loss = ctx->input(0);
-  const Tensor& targets = ctx->input(1);
-  if (targets.dims() != 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "targets: expected rank 2 [batch, num_actions], got shape ", targets.shape().DebugString()));
-  }
-  if (grad_loss.dims() != 1 || grad_loss.dim_size(0) != targets.dim_size(0)) {
-    return absl::InvalidArgumentError(absl::StrCat("grad_loss: expected shape [", targets.dim_size(0),
-                                                   "] (the batch size of targets), got ",
-                                                   grad_loss.shape().DebugString()));
-  }
-  return absl::OkStatus();
+  return CheckGradShapes(DimsOf(ctx->input(0)), DimsOf(ctx->input(1)));
 }
 
 // Runs rows [0, batch) on the intra-op pool, or inline when the whole batch costs less than

@@ -37,7 +37,6 @@
 #include "xla/hlo/builder/lib/constants.h"
 #include "xla/hlo/builder/xla_builder.h"
 #include "xla/shape.h"
-#include "xla/shape_util.h"
 #include "xla/xla_data.pb.h"
 
 namespace tfdqn {
@@ -65,48 +64,19 @@ xla::XlaOp AccNaN(xla::XlaBuilder* b, xla::PrimitiveType acc) {
   return xla::ConstantR0<float>(b, std::numeric_limits<float>::quiet_NaN());
 }
 
-std::string ShapeString(const xla::Shape& s) {
-  std::string out = "[";
-  for (int i = 0; i < s.dimensions_size(); ++i) {
-    if (i > 0) out += ",";
-    out += std::to_string(s.dimensions(i));
-  }
-  return out + "]";
+absl::StatusOr<Dims> InputDims(XlaOpKernelContext* ctx, int index) {
+  TF_ASSIGN_OR_RETURN(xla::Shape shape, ctx->InputXlaShape(index));
+  return Dims(shape.dimensions().begin(), shape.dimensions().end());
 }
 
-// Reads the shapes of all six inputs and checks them like the native kernels' run-time
-// validation (shapes may have been unknown when the graph was built). Returns B and A.
+// The native kernels' run-time shape checks (dqn_targets_attrs.h). Returns B and A.
 absl::Status ValidateForwardShapes(XlaOpKernelContext* ctx, int64_t* batch,
                                    int64_t* num_actions) {
-  const char* matrices[] = {"q", "q_next", "q_next_online"};
-  const char* vectors[] = {"actions", "rewards", "terminals"};
-  TF_ASSIGN_OR_RETURN(xla::Shape q, ctx->InputXlaShape(0));
-  for (int i = 0; i < 3; ++i) {
-    TF_ASSIGN_OR_RETURN(xla::Shape m, ctx->InputXlaShape(i));
-    if (m.dimensions_size() != 2) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          matrices[i], ": expected rank 2 [batch, num_actions], got shape ", ShapeString(m)));
-    }
-    if (!xla::ShapeUtil::SameDimensions(m, q)) {
-      return absl::InvalidArgumentError(absl::StrCat(matrices[i], ": expected the shape of q ",
-                                                     ShapeString(q), ", got ", ShapeString(m)));
-    }
+  Dims inputs[6];
+  for (int i = 0; i < 6; ++i) {
+    TF_ASSIGN_OR_RETURN(inputs[i], InputDims(ctx, i));
   }
-  for (int i = 0; i < 3; ++i) {
-    TF_ASSIGN_OR_RETURN(xla::Shape v, ctx->InputXlaShape(3 + i));
-    if (v.dimensions_size() != 1 || v.dimensions(0) != q.dimensions(0)) {
-      return absl::InvalidArgumentError(absl::StrCat(vectors[i], ": expected shape [",
-                                                     q.dimensions(0), "] (the batch size of q), got ",
-                                                     ShapeString(v)));
-    }
-  }
-  if (q.dimensions(1) == 0) {
-    return absl::InvalidArgumentError(
-        "q: expected at least one action (shape [batch, num_actions >= 1]), got num_actions = 0");
-  }
-  *batch = q.dimensions(0);
-  *num_actions = q.dimensions(1);
-  return absl::OkStatus();
+  return CheckForwardShapes(inputs, batch, num_actions);
 }
 
 class DqnTargetsXlaOp : public XlaOpKernel {
@@ -240,20 +210,11 @@ class DqnTargetsGradXlaOp : public XlaOpKernel {
   explicit DqnTargetsGradXlaOp(OpKernelConstruction* ctx) : XlaOpKernel(ctx) {}
 
   void Compile(XlaOpKernelContext* ctx) override {
-    auto grad_loss_shape = ctx->InputXlaShape(0);
-    OP_REQUIRES_OK(ctx, grad_loss_shape.status());
-    auto targets_shape = ctx->InputXlaShape(1);
-    OP_REQUIRES_OK(ctx, targets_shape.status());
-    OP_REQUIRES(ctx, targets_shape->dimensions_size() == 2,
-                absl::InvalidArgumentError(
-                    absl::StrCat("targets: expected rank 2 [batch, num_actions], got shape ",
-                                 ShapeString(*targets_shape))));
-    OP_REQUIRES(ctx,
-                grad_loss_shape->dimensions_size() == 1 &&
-                    grad_loss_shape->dimensions(0) == targets_shape->dimensions(0),
-                absl::InvalidArgumentError(absl::StrCat(
-                    "grad_loss: expected shape [", targets_shape->dimensions(0),
-                    "] (the batch size of targets), got ", ShapeString(*grad_loss_shape))));
+    absl::StatusOr<Dims> grad_loss = InputDims(ctx, 0);
+    OP_REQUIRES_OK(ctx, grad_loss.status());
+    absl::StatusOr<Dims> targets = InputDims(ctx, 1);
+    OP_REQUIRES_OK(ctx, targets.status());
+    OP_REQUIRES_OK(ctx, CheckGradShapes(*grad_loss, *targets));
     const xla::PrimitiveType out_type = ctx->input_xla_type(1);
     const xla::PrimitiveType acc = AccumulatorType(out_type);
     // DqnTargetsGradElement: -Acc(upstream) * Acc(target), rounded to T.

@@ -555,3 +555,69 @@ def test_gpu_kernels_match_cpu():
         with tf.device("/GPU:0"):
             gpu = tfdqn_ops.dqn_targets(*args[:5], **kw)
         assert_outputs_close(gpu, cpu, dtype)
+
+
+# ---------------------------------------------------------------- the C++ checks themselves
+
+RAW_GOOD = dict(q=tf.zeros([4, 3]), q_next=tf.zeros([4, 3]), q_next_online=tf.zeros([4, 3]),
+                actions=tf.zeros([4], tf.int32), rewards=tf.zeros([4]),
+                terminals=tf.zeros([4], tf.bool))
+RAW_BAD_SHAPES = [
+    (dict(q=tf.zeros([4, 3, 1])), r"q: expected rank 2 \[batch, num_actions\], got shape "
+                                  r"\[4,3,1\]"),
+    (dict(q_next=tf.zeros([4, 2])), r"q_next: expected the shape of q \[4,3\], got \[4,2\]"),
+    (dict(rewards=tf.zeros([5])), r"rewards: expected shape \[4\] \(the batch size of q\), "
+                                  r"got \[5\]"),
+    (dict(q=tf.zeros([4, 0]), q_next=tf.zeros([4, 0]), q_next_online=tf.zeros([4, 0])),
+     r"q: expected at least one action"),
+]
+
+
+@pytest.mark.parametrize("change, message", RAW_BAD_SHAPES)
+@pytest.mark.parametrize("xla", [False, True], ids=["native", "xla"])
+def test_compiled_ops_check_shapes_themselves(change, message, xla):
+    """The raw compiled op, past the Python wrapper's checks: the C++ check shared by the
+    native kernels and the XLA lowering (dqn_targets_attrs.h) answers. Under XLA the
+    shapes are unknown when the graph is built, so the lowering's own check is what runs."""
+    from tfdqn_ops import _loader
+    raw = _loader.library().tfdqn_ops_dqn_targets
+    inputs = dict(RAW_GOOD, **change)
+    if xla:
+        names = list(inputs)
+        run = tf.function(lambda *args: raw(**dict(zip(names, args))), jit_compile=True,
+                          input_signature=[tf.TensorSpec(None, t.dtype) for t in inputs.values()])
+        call = lambda: run(*inputs.values())  # noqa: E731
+    else:
+        call = lambda: raw(**inputs)  # noqa: E731
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("attr, message", [
+    (dict(discount=1.5), r"discount: expected a value in \[0, 1\], got 1.5"),
+    (dict(r_max=0.0), r"r_max: expected a value > 0, got 0"),
+    (dict(clip_delta=-1.0), r"clip_delta: expected a value >= 0 \(0 disables clipping\)"),
+])
+def test_compiled_op_checks_its_attributes(attr, message):
+    from tfdqn_ops import _loader
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=message):
+        _loader.library().tfdqn_ops_dqn_targets(**RAW_GOOD, **attr)
+
+
+@pytest.mark.parametrize("xla", [False, True], ids=["native", "xla"])
+def test_compiled_gradient_op_checks_shapes(xla):
+    from tfdqn_ops import _loader
+    raw = _loader.library().tfdqn_ops_dqn_targets_grad
+    cases = [((tf.zeros([3]), tf.zeros([4, 3])),
+              r"grad_loss: expected shape \[4\] \(the batch size of targets\), got \[3\]"),
+             ((tf.zeros([4]), tf.zeros([4])),
+              r"targets: expected rank 2 \[batch, num_actions\], got shape \[4\]")]
+    for (grad_loss, targets), message in cases:
+        if xla:
+            run = tf.function(lambda g, t: raw(grad_loss=g, targets=t), jit_compile=True,
+                              input_signature=[tf.TensorSpec(None, tf.float32)] * 2)
+            call = lambda: run(grad_loss, targets)  # noqa: E731
+        else:
+            call = lambda: raw(grad_loss=grad_loss, targets=targets)  # noqa: E731
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            call()
