@@ -5,6 +5,7 @@ CPU-only build or TFDQN_CUDA=ON to fail without nvcc. TFDQN_BUILD_JOBS sets the 
 """
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -17,6 +18,21 @@ class CMakeExtension(Extension):
         super().__init__(name, sources=[])
 
 
+def _forget_stale_cmake_cache(build_dir):
+    """An earlier `pip install .` leaves its CMake cache in build/, naming the build tools
+    (ninja) of its own temporary build environment, which pip has deleted since; CMake would
+    fail on them ("ninja --version: no such file"). Start that configuration afresh."""
+    cache = os.path.join(build_dir, "CMakeCache.txt")
+    if not os.path.isfile(cache):
+        return
+    with open(cache) as f:
+        tools = [line.split("=", 1)[1].strip() for line in f
+                 if line.startswith(("CMAKE_MAKE_PROGRAM:", "CMAKE_COMMAND:"))]
+    if any(tool and not os.path.exists(tool) for tool in tools):
+        os.remove(cache)
+        shutil.rmtree(os.path.join(build_dir, "CMakeFiles"), ignore_errors=True)
+
+
 class CMakeBuild(build_ext):
     def get_ext_filename(self, ext_name):
         # tf.load_op_library and pybind11 both want a plain `_name.so`.
@@ -27,6 +43,7 @@ class CMakeBuild(build_ext):
         out_dir = os.path.abspath(os.path.dirname(self.get_ext_fullpath(self.extensions[0].name)))
         build_dir = os.path.abspath(self.build_temp)
         os.makedirs(build_dir, exist_ok=True)
+        _forget_stale_cmake_cache(build_dir)
         cuda = os.environ.get("TFDQN_CUDA", "AUTO").upper()
         configure = [
             "cmake", source_dir, "-G", "Ninja",

@@ -2,7 +2,6 @@
 
 import itertools
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -533,15 +532,46 @@ def test_property_matches_reference(batch, num_actions, seed, clip, discount, r_
 # ---------------------------------------------------------------- build facts
 
 
-def test_both_ops_have_cpu_kernels_and_gpu_kernels_when_built_with_nvcc():
+def test_both_ops_have_cpu_kernels_and_gpu_kernels_when_built_with_cuda():
     from tensorflow.python.framework import kernels
-    built_with_cuda = (shutil.which("nvcc") is not None
-                       and os.environ.get("TFDQN_CUDA", "AUTO").upper() != "OFF")
+
+    from tfdqn_ops import _loader
+    info = _loader.build_info()
+    assert info["tensorflow"] == tf.__version__ and isinstance(info["cuda"], bool)
+    built_with_cuda = info["cuda"]
     for op in ("TfdqnOps>DqnTargets", "TfdqnOps>DqnTargetsGrad"):
         devices = {k.device_type for k in kernels.get_registered_kernels_for_op(op).kernel}
         assert "CPU" in devices, op
         if built_with_cuda:
-            assert "GPU" in devices, f"{op}: nvcc is on PATH but no GPU kernel is registered"
+            assert "GPU" in devices, f"{op}: built with CUDA but no GPU kernel is registered"
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"tensorflow": "0.0.0"}, "the op library is built for TensorFlow 0.0.0 but TensorFlow"),
+    (None, "_build_info.json is missing or unreadable"),
+])
+def test_loader_refuses_a_library_built_for_another_tensorflow(tmp_path, change, reason):
+    """The loader compares TensorFlow's version with the one the build recorded (no
+    version literal in the package), and says why it falls back to the pure-TF op."""
+    import json
+    import pathlib
+    import shutil
+    installed = pathlib.Path(tfdqn_ops.__file__).parent
+    copy = tmp_path / "tfdqn_ops"
+    shutil.copytree(installed, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    info = copy / "_build_info.json"
+    if change is None:
+        info.unlink()
+    else:
+        info.write_text(json.dumps(dict(json.loads(info.read_text()), **change)))
+    code = ("import warnings; warnings.simplefilter('ignore'); import tfdqn_ops; "
+            "from tfdqn_ops import _loader; "
+            "print(tfdqn_ops.uses_compiled_op(), _loader.load_error())")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("False ") and reason in result.stdout, result.stdout
 
 
 @pytest.mark.gpu

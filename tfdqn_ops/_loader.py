@@ -1,14 +1,19 @@
 """Loads the compiled op library once, or says clearly why it could not."""
 
+import json
 import os
 
 import tensorflow as tf
 
 _LIBRARY_NAME = "_dqn_ops.so"
-_BUILT_FOR_TF = "2.21.0"
+# Written by the build (CMakeLists.txt) next to the library: the TensorFlow release it was
+# compiled against (a custom op only loads into that one), and whether it has CUDA kernels
+# and the XLA lowerings.
+_BUILD_INFO_NAME = "_build_info.json"
 
 _library = None
 _load_error = None
+_build_info = None
 
 
 def _load():
@@ -22,10 +27,21 @@ def _load():
             f"{path} does not exist: the package was not built (run `pip install .` from the "
             "repository root, and import tfdqn_ops from outside the source tree)")
         return
-    if tf.__version__ != _BUILT_FOR_TF:
+    global _build_info
+    info_path = os.path.join(os.path.dirname(path), _BUILD_INFO_NAME)
+    try:
+        with open(info_path) as f:
+            _build_info = json.load(f)
+        built_for = _build_info["tensorflow"]
+    except (OSError, ValueError, KeyError) as e:
+        _load_error = (f"{info_path} is missing or unreadable ({e}): the build did not "
+                       "finish; reinstall with `pip install .`")
+        return
+    if tf.__version__ != built_for:
         _load_error = (
-            f"the op library is built for TensorFlow {_BUILT_FOR_TF} but TensorFlow "
-            f"{tf.__version__} is installed (pip install tensorflow=={_BUILT_FOR_TF})")
+            f"the op library is built for TensorFlow {built_for} but TensorFlow "
+            f"{tf.__version__} is installed (pip install tensorflow=={built_for}, or rebuild "
+            "with `pip install .`)")
         return
     try:
         _library = tf.load_op_library(path)
@@ -36,6 +52,11 @@ def _load():
 def library():
     """The loaded op module, or None (see load_error())."""
     return _library
+
+
+def build_info():
+    """{'tensorflow': version, 'cuda': bool, 'xla': bool} of the installed build, or None."""
+    return _build_info
 
 
 def load_error():
