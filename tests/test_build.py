@@ -17,16 +17,21 @@ def test_gpu_check_program_builds_without_tensorflow(source_tree, tmp_path):
     assert binary.exists() and os.access(binary, os.X_OK)
 
 
-def test_shared_row_math_on_the_host(source_tree, tmp_path):
+@pytest.mark.parametrize("program", [
     # Bad actions give NaN rows without touching memory outside the row; the warp kernel's
     # partial max/argmax merges equal a plain scan; the SSE2 scan equals the generic one.
+    "math_host_test",
+    # The replay memory's sum tree against a linear scan; no drift; bad input.
+    "sum_tree_test",
+])
+def test_host_programs(source_tree, tmp_path, program):
     build = tmp_path / "build"
     configure = ["cmake", "-S", source_tree, "-B", str(build), "-DTFDQN_CUDA=OFF",
                  "-DTFDQN_BUILD_TF_OPS=OFF", "-DTFDQN_BUILD_REPLAY=OFF",
                  "-DTFDQN_BUILD_HOST_TESTS=ON", "-DCMAKE_BUILD_TYPE=Release"]
-    for cmd in (configure, ["cmake", "--build", str(build), "--target", "math_host_test"]):
+    for cmd in (configure, ["cmake", "--build", str(build), "--target", program]):
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    result = subprocess.run([str(build / "math_host_test")], capture_output=True, text=True,
+    result = subprocess.run([str(build / program)], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0 and "PASSED" in result.stdout, result.stdout[-3000:]
