@@ -23,8 +23,8 @@ inline absl::Status CheckHyperparameters(float discount, float r_max, float clip
     return absl::InvalidArgumentError(absl::StrCat("r_max: expected a value > 0, got ", r_max));
   }
   if (!(clip_delta >= 0.0f)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "clip_delta: expected a value >= 0 (0 disables clipping), got ", clip_delta));
+    return absl::InvalidArgumentError(
+        absl::StrCat("clip_delta: expected a value >= 0 (0 disables clipping), got ", clip_delta));
   }
   return absl::OkStatus();
 }
@@ -60,9 +60,8 @@ inline absl::Status CheckForwardShapes(const Dims (&inputs)[6], int64_t* batch,
   for (int i = 0; i < 3; ++i) {
     const Dims& v = inputs[3 + i];
     if (v.size() != 1 || v[0] != q[0]) {
-      return absl::InvalidArgumentError(absl::StrCat(vectors[i], ": expected shape [", q[0],
-                                                     "] (the batch size of q), got ",
-                                                     DimsString(v)));
+      return absl::InvalidArgumentError(absl::StrCat(
+          vectors[i], ": expected shape [", q[0], "] (the batch size of q), got ", DimsString(v)));
     }
   }
   if (q[1] == 0) {

@@ -27,8 +27,8 @@ namespace tfdqn {
 namespace {
 
 constexpr int kWarp = 32;
-constexpr int kTileWarpsPerBlock = 4;            // tile kernel: 4 independent warps per block
-constexpr int kWarpRowThreads = 256;             // 8 rows per block in the warp-per-row kernel
+constexpr int kTileWarpsPerBlock = 4;  // tile kernel: 4 independent warps per block
+constexpr int kWarpRowThreads = 256;   // 8 rows per block in the warp-per-row kernel
 // Largest shared tile per warp (32 rows of every staged array). Beyond it (A > 32 for
 // float32, A > 21 with double DQN) rows are long enough for a warp per row to coalesce.
 constexpr int64_t kWarpTileMaxBytes = 8 * 1024;
@@ -51,8 +51,8 @@ const char* GetDeviceShape(DeviceShape* out) {
   if (cache[dev].sm_count == 0) {
     e = cudaDeviceGetAttribute(&cache[dev].sm_count, cudaDevAttrMultiProcessorCount, dev);
     if (e == cudaSuccess) {
-      e = cudaDeviceGetAttribute(&cache[dev].threads_per_sm,
-                                 cudaDevAttrMaxThreadsPerMultiProcessor, dev);
+      e = cudaDeviceGetAttribute(&cache[dev].threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor,
+                                 dev);
     }
     if (e != cudaSuccess) {
       cache[dev] = DeviceShape{};
@@ -64,8 +64,8 @@ const char* GetDeviceShape(DeviceShape* out) {
 }
 
 int64_t GridFor(int64_t work_blocks, int block_threads, const DeviceShape& d) {
-  const int64_t resident = static_cast<int64_t>(d.sm_count) *
-                           std::max(1, d.threads_per_sm / block_threads);
+  const int64_t resident =
+      static_cast<int64_t>(d.sm_count) * std::max(1, d.threads_per_sm / block_threads);
   return std::max<int64_t>(1, std::min(work_blocks, resident));
 }
 
@@ -89,9 +89,8 @@ __device__ __forceinline__ void WarpCopy(void* dst, const void* src, int bytes, 
 template <typename T, typename TT, typename IndexT>
 __global__ void ForwardTileKernel(const T* __restrict__ q, const T* __restrict__ q_next,
                                   const T* __restrict__ q_next_online,
-                                  const IndexT* __restrict__ actions,
-                                  const T* __restrict__ rewards, const TT* __restrict__ terminals,
-                                  int64_t batch, int num_actions,
+                                  const IndexT* __restrict__ actions, const T* __restrict__ rewards,
+                                  const TT* __restrict__ terminals, int64_t batch, int num_actions,
                                   TargetParams<typename Accumulator<T>::type> params,
                                   T* __restrict__ loss, T* __restrict__ targets,
                                   T* __restrict__ delta, T* __restrict__ q_next_max) {
@@ -132,9 +131,9 @@ __global__ void ForwardTileKernel(const T* __restrict__ q, const T* __restrict__
       const int64_t i = row0 + lane;
       const int off = lane * num_actions;
       DqnTargetsRow<T, TT, IndexT>(q_s + off, q_next_s + off,
-                                   q_next_online ? q_next_online_s + off : nullptr, action,
-                                   reward, terminal, num_actions, params, targets_s + off,
-                                   loss + i, delta + i, q_next_max + i);
+                                   q_next_online ? q_next_online_s + off : nullptr, action, reward,
+                                   terminal, num_actions, params, targets_s + off, loss + i,
+                                   delta + i, q_next_max + i);
     }
     __syncwarp();
     WarpCopy(targets + base, targets_s, bytes, lane);
@@ -209,9 +208,9 @@ __global__ void ForwardWarpPerRowKernel(
         next_value = select.index >= 0 ? static_cast<Acc>(q_next[off + select.index]) : Acc(0);
       }
       const Acc q_taken = action_ok ? static_cast<Acc>(q[off + action]) : Acc(0);
-      RowResult<Acc> r = FinishRow<Acc>(q_taken, next_value, static_cast<Acc>(rewards[i]),
-                                        static_cast<Acc>(terminals[i]), finite && action_ok,
-                                        params);
+      RowResult<Acc> r =
+          FinishRow<Acc>(q_taken, next_value, static_cast<Acc>(rewards[i]),
+                         static_cast<Acc>(terminals[i]), finite && action_ok, params);
       loss[i] = static_cast<T>(r.loss);
       delta[i] = static_cast<T>(r.delta);
       q_next_max[i] = static_cast<T>(r.q_next_max);
@@ -221,7 +220,8 @@ __global__ void ForwardWarpPerRowKernel(
     d = __shfl_sync(0xffffffffu, d, 0);
     const T fill_t = static_cast<T>(__shfl_sync(0xffffffffu, fill, 0));
     for (int64_t a = lane; a < num_actions; a += kWarp) {
-      targets[off + a] = (action_ok && a == static_cast<int64_t>(action)) ? static_cast<T>(d) : fill_t;
+      targets[off + a] =
+          (action_ok && a == static_cast<int64_t>(action)) ? static_cast<T>(d) : fill_t;
     }
   }
 }
@@ -236,8 +236,8 @@ union Vec16 {
 };
 
 template <typename T, typename Index, bool kVectorized>
-__global__ void GradKernel(const T* __restrict__ grad_loss, const T* __restrict__ targets,
-                           Index n, Index num_actions, T* __restrict__ grad_q) {
+__global__ void GradKernel(const T* __restrict__ grad_loss, const T* __restrict__ targets, Index n,
+                           Index num_actions, T* __restrict__ grad_q) {
   constexpr Index V = kVectorized ? 16 / sizeof(T) : 1;
   const Index stride = static_cast<Index>(gridDim.x) * blockDim.x;
   const Index vectors = n / V;
@@ -303,8 +303,8 @@ const char* LaunchForwardTyped(const ForwardArgs& a, cudaStream_t stream) {
     const int64_t blocks = (a.batch + rows_per_block - 1) / rows_per_block;
     ForwardWarpPerRowKernel<T, TT, IndexT>
         <<<static_cast<unsigned>(GridFor(blocks, kWarpRowThreads, dev)), kWarpRowThreads, 0,
-           stream>>>(q, q_next, q_next_online, actions, rewards, terminals, a.batch,
-                     a.num_actions, params, loss, targets, delta, q_next_max);
+           stream>>>(q, q_next, q_next_online, actions, rewards, terminals, a.batch, a.num_actions,
+                     params, loss, targets, delta, q_next_max);
   }
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
@@ -337,9 +337,11 @@ void LaunchGradIndexed(const GradArgs& a, const DeviceShape& dev, cudaStream_t s
   const int64_t work = (static_cast<int64_t>(n) / per_thread + threads - 1) / threads;
   const unsigned grid = static_cast<unsigned>(GridFor(std::max<int64_t>(work, 1), threads, dev));
   if (aligned) {
-    GradKernel<T, Index, true><<<grid, threads, 0, stream>>>(grad_loss, targets, n, num_actions, grad_q);
+    GradKernel<T, Index, true>
+        <<<grid, threads, 0, stream>>>(grad_loss, targets, n, num_actions, grad_q);
   } else {
-    GradKernel<T, Index, false><<<grid, threads, 0, stream>>>(grad_loss, targets, n, num_actions, grad_q);
+    GradKernel<T, Index, false>
+        <<<grid, threads, 0, stream>>>(grad_loss, targets, n, num_actions, grad_q);
   }
 }
 

@@ -79,7 +79,8 @@ class SmallOutputCache {
 
   absl::Status Allocate(OpKernelContext* ctx, DataType dtype, int64_t batch, int64_t num_actions,
                         ForwardOutputs* out) {
-    if (batch == 0 || batch > kMaxBatch) return AllocateForwardOutputs(ctx, batch, num_actions, out);
+    if (batch == 0 || batch > kMaxBatch)
+      return AllocateForwardOutputs(ctx, batch, num_actions, out);
     TF_RETURN_IF_ERROR(AllocateTargets(ctx, batch, num_actions, out));
     constexpr int kOutputs[] = {0, 2, 3};  // loss, delta, q_next_max
     Tensor** slots[] = {&out->loss, &out->delta, &out->q_next_max};
@@ -150,9 +151,9 @@ int64_t ForwardRows(const ForwardRowArgs<T, TT, IndexT>& args, int64_t begin, in
   for (int64_t i = begin; i < end; ++i) {
     const int64_t off = i * A;
     const RowStatus s = DqnTargetsRow<T, TT, IndexT>(
-        a.q + off, a.q_next + off, a.q_next_online ? a.q_next_online + off : nullptr,
-        a.actions[i], a.rewards[i], a.terminals[i], A, a.params, a.targets + off, a.loss + i,
-        a.delta + i, a.q_next_max + i);
+        a.q + off, a.q_next + off, a.q_next_online ? a.q_next_online + off : nullptr, a.actions[i],
+        a.rewards[i], a.terminals[i], A, a.params, a.targets + off, a.loss + i, a.delta + i,
+        a.q_next_max + i);
     if (s == RowStatus::kBadAction && i < bad) bad = i;
   }
   return bad;
@@ -186,9 +187,9 @@ class DqnTargetsCpuOp : public OpKernel {
     args.delta = out.delta->flat<T>().data();
     args.q_next_max = out.q_next_max->flat<T>().data();
     args.num_actions = num_actions;
-    args.params = TargetParams<Acc>{static_cast<Acc>(attrs_.discount),
-                                    static_cast<Acc>(attrs_.r_max),
-                                    static_cast<Acc>(attrs_.clip_delta)};
+    args.params =
+        TargetParams<Acc>{static_cast<Acc>(attrs_.discount), static_cast<Acc>(attrs_.r_max),
+                          static_cast<Acc>(attrs_.clip_delta)};
 
     // First offending row, so the message is the same whatever the sharding.
     std::atomic<int64_t> first_bad_row{std::numeric_limits<int64_t>::max()};
@@ -220,9 +221,9 @@ class DqnTargetsCpuOp : public OpKernel {
 
     const int64_t bad = first_bad_row.load();
     OP_REQUIRES(ctx, bad == std::numeric_limits<int64_t>::max(),
-                absl::InvalidArgumentError(absl::StrCat(
-                    "actions[", bad, "] = ", static_cast<int64_t>(args.actions[bad]), " is not in [0, ",
-                    num_actions, ")")));
+                absl::InvalidArgumentError(
+                    absl::StrCat("actions[", bad, "] = ", static_cast<int64_t>(args.actions[bad]),
+                                 " is not in [0, ", num_actions, ")")));
   }
 
  private:
@@ -240,7 +241,8 @@ class DqnTargetsGradCpuOp : public OpKernel {
     const Tensor& targets_t = ctx->input(1);
     Tensor* grad_q_t = nullptr;
     // Element-wise, so grad_q can reuse the targets buffer when nothing else holds it.
-    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({1}, 0, targets_t.shape(), &grad_q_t));
+    OP_REQUIRES_OK(ctx,
+                   ctx->forward_input_or_allocate_output({1}, 0, targets_t.shape(), &grad_q_t));
     const int64_t batch = targets_t.dim_size(0), num_actions = targets_t.dim_size(1);
     if (batch == 0 || num_actions == 0) return;
     const T* grad_loss = ctx->input(0).flat<T>().data();
@@ -259,19 +261,19 @@ class DqnTargetsGradCpuOp : public OpKernel {
   }
 };
 
-#define TFDQN_REGISTER_CPU_FORWARD(T, TT, IndexT)                            \
-  REGISTER_KERNEL_BUILDER(Name("TfdqnOps>DqnTargets")                        \
-                              .Device(::tensorflow::DEVICE_CPU)              \
-                              .TypeConstraint<T>("T")                        \
-                              .TypeConstraint<TT>("Tterminal")               \
-                              .TypeConstraint<IndexT>("Tactions"),           \
+#define TFDQN_REGISTER_CPU_FORWARD(T, TT, IndexT)                  \
+  REGISTER_KERNEL_BUILDER(Name("TfdqnOps>DqnTargets")              \
+                              .Device(::tensorflow::DEVICE_CPU)    \
+                              .TypeConstraint<T>("T")              \
+                              .TypeConstraint<TT>("Tterminal")     \
+                              .TypeConstraint<IndexT>("Tactions"), \
                           DqnTargetsCpuOp<T, TT, IndexT>);
-#define TFDQN_REGISTER_CPU(T)                                                              \
-  TFDQN_REGISTER_CPU_FORWARD(T, bool, int32_t)                                             \
-  TFDQN_REGISTER_CPU_FORWARD(T, bool, int64_t)                                             \
-  TFDQN_REGISTER_CPU_FORWARD(T, T, int32_t)                                                \
-  TFDQN_REGISTER_CPU_FORWARD(T, T, int64_t)                                                \
-  REGISTER_KERNEL_BUILDER(                                                                 \
+#define TFDQN_REGISTER_CPU(T)                                                                  \
+  TFDQN_REGISTER_CPU_FORWARD(T, bool, int32_t)                                                 \
+  TFDQN_REGISTER_CPU_FORWARD(T, bool, int64_t)                                                 \
+  TFDQN_REGISTER_CPU_FORWARD(T, T, int32_t)                                                    \
+  TFDQN_REGISTER_CPU_FORWARD(T, T, int64_t)                                                    \
+  REGISTER_KERNEL_BUILDER(                                                                     \
       Name("TfdqnOps>DqnTargetsGrad").Device(::tensorflow::DEVICE_CPU).TypeConstraint<T>("T"), \
       DqnTargetsGradCpuOp<T>);
 
@@ -289,15 +291,25 @@ namespace {
 template <typename T>
 DType DTypeOf();
 template <>
-DType DTypeOf<Eigen::half>() { return DType::kHalf; }
+DType DTypeOf<Eigen::half>() {
+  return DType::kHalf;
+}
 template <>
-DType DTypeOf<Eigen::bfloat16>() { return DType::kBFloat16; }
+DType DTypeOf<Eigen::bfloat16>() {
+  return DType::kBFloat16;
+}
 template <>
-DType DTypeOf<float>() { return DType::kFloat; }
+DType DTypeOf<float>() {
+  return DType::kFloat;
+}
 template <>
-DType DTypeOf<double>() { return DType::kDouble; }
+DType DTypeOf<double>() {
+  return DType::kDouble;
+}
 template <>
-DType DTypeOf<bool>() { return DType::kBool; }
+DType DTypeOf<bool>() {
+  return DType::kBool;
+}
 
 // TF's stream for this op, as the cudaStream_t the launcher expects. Needs no CUDA headers.
 void* CudaStreamOf(OpKernelContext* ctx) {
@@ -368,19 +380,19 @@ class DqnTargetsGradGpuOp : public OpKernel {
   }
 };
 
-#define TFDQN_REGISTER_GPU_FORWARD(T, TT, IndexT)                            \
-  REGISTER_KERNEL_BUILDER(Name("TfdqnOps>DqnTargets")                        \
-                              .Device(::tensorflow::DEVICE_GPU)              \
-                              .TypeConstraint<T>("T")                        \
-                              .TypeConstraint<TT>("Tterminal")               \
-                              .TypeConstraint<IndexT>("Tactions"),           \
+#define TFDQN_REGISTER_GPU_FORWARD(T, TT, IndexT)                  \
+  REGISTER_KERNEL_BUILDER(Name("TfdqnOps>DqnTargets")              \
+                              .Device(::tensorflow::DEVICE_GPU)    \
+                              .TypeConstraint<T>("T")              \
+                              .TypeConstraint<TT>("Tterminal")     \
+                              .TypeConstraint<IndexT>("Tactions"), \
                           DqnTargetsGpuOp<T, TT, IndexT>);
-#define TFDQN_REGISTER_GPU(T)                                                              \
-  TFDQN_REGISTER_GPU_FORWARD(T, bool, int32_t)                                             \
-  TFDQN_REGISTER_GPU_FORWARD(T, bool, int64_t)                                             \
-  TFDQN_REGISTER_GPU_FORWARD(T, T, int32_t)                                                \
-  TFDQN_REGISTER_GPU_FORWARD(T, T, int64_t)                                                \
-  REGISTER_KERNEL_BUILDER(                                                                 \
+#define TFDQN_REGISTER_GPU(T)                                                                  \
+  TFDQN_REGISTER_GPU_FORWARD(T, bool, int32_t)                                                 \
+  TFDQN_REGISTER_GPU_FORWARD(T, bool, int64_t)                                                 \
+  TFDQN_REGISTER_GPU_FORWARD(T, T, int32_t)                                                    \
+  TFDQN_REGISTER_GPU_FORWARD(T, T, int64_t)                                                    \
+  REGISTER_KERNEL_BUILDER(                                                                     \
       Name("TfdqnOps>DqnTargetsGrad").Device(::tensorflow::DEVICE_GPU).TypeConstraint<T>("T"), \
       DqnTargetsGradGpuOp<T>);
 

@@ -148,9 +148,8 @@ TFDQN_HOSTDEVICE Acc TargetsFill(const RowResult<Acc>& r) {
 }
 
 template <typename Acc>
-TFDQN_HOSTDEVICE RowResult<Acc> FinishRow(Acc q_taken, Acc q_next_max, Acc reward,
-                                          Acc terminal, bool inputs_finite,
-                                          const TargetParams<Acc>& p) {
+TFDQN_HOSTDEVICE RowResult<Acc> FinishRow(Acc q_taken, Acc q_next_max, Acc reward, Acc terminal,
+                                          bool inputs_finite, const TargetParams<Acc>& p) {
   RowResult<Acc> out;
   out.valid = inputs_finite && IsFinite(reward) && IsFinite(terminal);
   if (!out.valid) {

@@ -39,8 +39,8 @@ absl::Status MergeNamed(InferenceContext* c, DimensionHandle a, DimensionHandle 
                         const std::string& what, DimensionHandle* out) {
   absl::Status s = c->Merge(a, b, out);
   if (!s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": sizes differ, ", c->DebugString(a),
-                                                   " vs ", c->DebugString(b)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": sizes differ, ", c->DebugString(a), " vs ", c->DebugString(b)));
   }
   return absl::OkStatus();
 }
@@ -57,10 +57,12 @@ absl::Status DqnTargetsShape(InferenceContext* c) {
 
   DimensionHandle batch = c->Dim(q, 0);
   TF_RETURN_IF_ERROR(MergeNamed(c, batch, c->Dim(q_next, 0), "batch size of q and q_next", &batch));
-  TF_RETURN_IF_ERROR(MergeNamed(c, batch, c->Dim(q_next_online, 0),
-                                "batch size of q and q_next_online", &batch));
-  TF_RETURN_IF_ERROR(MergeNamed(c, batch, c->Dim(actions, 0), "batch size of q and actions", &batch));
-  TF_RETURN_IF_ERROR(MergeNamed(c, batch, c->Dim(rewards, 0), "batch size of q and rewards", &batch));
+  TF_RETURN_IF_ERROR(
+      MergeNamed(c, batch, c->Dim(q_next_online, 0), "batch size of q and q_next_online", &batch));
+  TF_RETURN_IF_ERROR(
+      MergeNamed(c, batch, c->Dim(actions, 0), "batch size of q and actions", &batch));
+  TF_RETURN_IF_ERROR(
+      MergeNamed(c, batch, c->Dim(rewards, 0), "batch size of q and rewards", &batch));
   TF_RETURN_IF_ERROR(
       MergeNamed(c, batch, c->Dim(terminals, 0), "batch size of q and terminals", &batch));
   DimensionHandle num_actions = c->Dim(q, 1);
@@ -77,16 +79,16 @@ absl::Status DqnTargetsShape(InferenceContext* c) {
   TF_RETURN_IF_ERROR(c->GetAttr("T", &t));
   TF_RETURN_IF_ERROR(c->GetAttr("Tterminal", &t_terminal));
   if (t_terminal != tensorflow::DT_BOOL && t_terminal != t) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "terminals: expected dtype bool or ", tensorflow::DataTypeString(t),
-        " (the dtype of q), got ", tensorflow::DataTypeString(t_terminal)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("terminals: expected dtype bool or ", tensorflow::DataTypeString(t),
+                     " (the dtype of q), got ", tensorflow::DataTypeString(t_terminal)));
   }
 
   ShapeHandle vec = c->Vector(batch);
-  c->set_output(0, vec);                               // loss
-  c->set_output(1, c->Matrix(batch, num_actions));     // targets
-  c->set_output(2, vec);                               // delta
-  c->set_output(3, vec);                               // q_next_max
+  c->set_output(0, vec);                            // loss
+  c->set_output(1, c->Matrix(batch, num_actions));  // targets
+  c->set_output(2, vec);                            // delta
+  c->set_output(3, vec);                            // q_next_max
   return absl::OkStatus();
 }
 

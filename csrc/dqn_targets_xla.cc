@@ -70,8 +70,7 @@ absl::StatusOr<Dims> InputDims(XlaOpKernelContext* ctx, int index) {
 }
 
 // The native kernels' run-time shape checks (dqn_targets_attrs.h). Returns B and A.
-absl::Status ValidateForwardShapes(XlaOpKernelContext* ctx, int64_t* batch,
-                                   int64_t* num_actions) {
+absl::Status ValidateForwardShapes(XlaOpKernelContext* ctx, int64_t* batch, int64_t* num_actions) {
   Dims inputs[6];
   for (int i = 0; i < 6; ++i) {
     TF_ASSIGN_OR_RETURN(inputs[i], InputDims(ctx, i));
@@ -146,20 +145,20 @@ class DqnTargetsXlaOp : public XlaOpKernel {
     const xla::XlaOp q_taken = pick(taken, q);
 
     // FinishRow of dqn_targets_math.h.
-    const xla::XlaOp valid =
-        xla::And(xla::And(finite, action_ok), xla::And(xla::IsFinite(reward), xla::IsFinite(terminal)));
+    const xla::XlaOp valid = xla::And(xla::And(finite, action_ok),
+                                      xla::And(xla::IsFinite(reward), xla::IsFinite(terminal)));
     // reward / r_max as a true division. XLA's algebraic simplifier rewrites a division by
     // a constant (or a broadcast constant) into a multiplication by its rounded reciprocal,
     // which differs from the native kernels in the last bit for most r_max. A divisor that
     // depends on the data (r_max in valid rows; 1 in rows that are NaN anyway) is not a
     // constant, so the division stays a division.
-    const xla::XlaOp r_max = xla::Select(valid, xla::Broadcast(AccScalar(b, acc, attrs_.r_max), {B}),
-                                         xla::Broadcast(AccScalar(b, acc, 1.0), {B}));
+    const xla::XlaOp r_max =
+        xla::Select(valid, xla::Broadcast(AccScalar(b, acc, attrs_.r_max), {B}),
+                    xla::Broadcast(AccScalar(b, acc, 1.0), {B}));
     // Same order of operations as the native kernels (DQN 3.0's):
     // bootstrap = q_next_max * discount * (1 - terminal); err = r / r_max + bootstrap - q.
-    xla::XlaOp bootstrap =
-        xla::Mul(xla::Mul(next_value, AccScalar(b, acc, attrs_.discount)),
-                 xla::Sub(AccScalar(b, acc, 1.0), terminal));
+    xla::XlaOp bootstrap = xla::Mul(xla::Mul(next_value, AccScalar(b, acc, attrs_.discount)),
+                                    xla::Sub(AccScalar(b, acc, 1.0), terminal));
     if (ctx->input_type(5) != tensorflow::DT_BOOL) {
       // XLA's backends let LLVM contract a multiply that feeds an add into one fused
       // multiply-add (a single rounding; the native kernels round twice). With
@@ -169,8 +168,9 @@ class DqnTargetsXlaOp : public XlaOpKernel {
       // instead: fma(x, y, +0) is round(x * y) (a -0 product becomes +0), so
       // `r / r_max + bootstrap` then rounds as the native code does. (An optimization
       // barrier does not help: XLA removes it before LLVM sees the code.)
-      bootstrap = xla::Add(bootstrap, xla::Select(valid, xla::Broadcast(AccScalar(b, acc, 0.0), {B}),
-                                                  xla::Broadcast(AccScalar(b, acc, 1.0), {B})));
+      bootstrap =
+          xla::Add(bootstrap, xla::Select(valid, xla::Broadcast(AccScalar(b, acc, 0.0), {B}),
+                                          xla::Broadcast(AccScalar(b, acc, 1.0), {B})));
     }
     const xla::XlaOp err = xla::Sub(xla::Add(xla::Div(reward, r_max), bootstrap), q_taken);
     const xla::XlaOp half = AccScalar(b, acc, 0.5);
@@ -180,8 +180,8 @@ class DqnTargetsXlaOp : public XlaOpKernel {
       const xla::XlaOp c = AccScalar(b, acc, attrs_.clip_delta);
       delta = xla::Clamp(xla::Neg(c), err, c);
       const xla::XlaOp abs_err = xla::Abs(err);
-      loss = xla::Select(xla::Le(abs_err, c), loss,
-                         xla::Mul(c, xla::Sub(abs_err, xla::Mul(half, c))));
+      loss =
+          xla::Select(xla::Le(abs_err, c), loss, xla::Mul(c, xla::Sub(abs_err, xla::Mul(half, c))));
     }
 
     // Invalid rows (non-finite input or bad action): NaN everywhere, targets row included.
@@ -236,20 +236,20 @@ std::vector<DataType> FloatTypes() {
 
 // Same type constraints as the native kernels: T in {half, bfloat16, float, double},
 // Tterminal in {bool, T}, Tactions in {int32, int64}.
-#define TFDQN_REGISTER_XLA_FORWARD(DEVICE, T)                                         \
-  REGISTER_KERNEL_BUILDER(Name("TfdqnOps>DqnTargets")                                 \
-                              .Device(DEVICE)                                         \
-                              .TypeConstraint<T>("T")                                 \
-                              .TypeConstraint("Tterminal", TerminalTypes(             \
-                                  ::tensorflow::DataTypeToEnum<T>::value))            \
-                              .TypeConstraint("Tactions", ActionTypes()),             \
-                          DqnTargetsXlaOp);
-#define TFDQN_REGISTER_XLA(DEVICE)                                                     \
-  TFDQN_REGISTER_XLA_FORWARD(DEVICE, Eigen::half)                                      \
-  TFDQN_REGISTER_XLA_FORWARD(DEVICE, Eigen::bfloat16)                                  \
-  TFDQN_REGISTER_XLA_FORWARD(DEVICE, float)                                            \
-  TFDQN_REGISTER_XLA_FORWARD(DEVICE, double)                                           \
-  REGISTER_KERNEL_BUILDER(                                                             \
+#define TFDQN_REGISTER_XLA_FORWARD(DEVICE, T)                                                 \
+  REGISTER_KERNEL_BUILDER(                                                                    \
+      Name("TfdqnOps>DqnTargets")                                                             \
+          .Device(DEVICE)                                                                     \
+          .TypeConstraint<T>("T")                                                             \
+          .TypeConstraint("Tterminal", TerminalTypes(::tensorflow::DataTypeToEnum<T>::value)) \
+          .TypeConstraint("Tactions", ActionTypes()),                                         \
+      DqnTargetsXlaOp);
+#define TFDQN_REGISTER_XLA(DEVICE)                                                      \
+  TFDQN_REGISTER_XLA_FORWARD(DEVICE, Eigen::half)                                       \
+  TFDQN_REGISTER_XLA_FORWARD(DEVICE, Eigen::bfloat16)                                   \
+  TFDQN_REGISTER_XLA_FORWARD(DEVICE, float)                                             \
+  TFDQN_REGISTER_XLA_FORWARD(DEVICE, double)                                            \
+  REGISTER_KERNEL_BUILDER(                                                              \
       Name("TfdqnOps>DqnTargetsGrad").Device(DEVICE).TypeConstraint("T", FloatTypes()), \
       DqnTargetsGradXlaOp);
 

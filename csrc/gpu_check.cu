@@ -31,36 +31,65 @@ namespace {
 
 using tfdqn::DType;
 
-#define CHECK_CUDA(expr)                                                                 \
-  do {                                                                                   \
-    cudaError_t e_ = (expr);                                                             \
-    if (e_ != cudaSuccess) {                                                             \
-      std::fprintf(stderr, "CUDA error %s at %s:%d: %s\n", cudaGetErrorString(e_),       \
-                   __FILE__, __LINE__, #expr);                                           \
-      std::exit(2);                                                                      \
-    }                                                                                    \
+#define CHECK_CUDA(expr)                                                                     \
+  do {                                                                                       \
+    cudaError_t e_ = (expr);                                                                 \
+    if (e_ != cudaSuccess) {                                                                 \
+      std::fprintf(stderr, "CUDA error %s at %s:%d: %s\n", cudaGetErrorString(e_), __FILE__, \
+                   __LINE__, #expr);                                                         \
+      std::exit(2);                                                                          \
+    }                                                                                        \
   } while (0)
 
-#define CHECK_LAUNCH(expr)                                                        \
-  do {                                                                            \
-    const char* err_ = (expr);                                                    \
-    if (err_) {                                                                   \
+#define CHECK_LAUNCH(expr)                                                            \
+  do {                                                                                \
+    const char* err_ = (expr);                                                        \
+    if (err_) {                                                                       \
       std::fprintf(stderr, "launch failed at %s:%d: %s\n", __FILE__, __LINE__, err_); \
-      std::exit(2);                                                               \
-    }                                                                             \
+      std::exit(2);                                                                   \
+    }                                                                                 \
   } while (0)
 
-template <typename T> DType DTypeOf();
-template <> DType DTypeOf<__half>() { return DType::kHalf; }
-template <> DType DTypeOf<__nv_bfloat16>() { return DType::kBFloat16; }
-template <> DType DTypeOf<float>() { return DType::kFloat; }
-template <> DType DTypeOf<double>() { return DType::kDouble; }
-template <> DType DTypeOf<bool>() { return DType::kBool; }
-template <typename T> const char* NameOf();
-template <> const char* NameOf<__half>() { return "float16"; }
-template <> const char* NameOf<__nv_bfloat16>() { return "bfloat16"; }
-template <> const char* NameOf<float>() { return "float32"; }
-template <> const char* NameOf<double>() { return "float64"; }
+template <typename T>
+DType DTypeOf();
+template <>
+DType DTypeOf<__half>() {
+  return DType::kHalf;
+}
+template <>
+DType DTypeOf<__nv_bfloat16>() {
+  return DType::kBFloat16;
+}
+template <>
+DType DTypeOf<float>() {
+  return DType::kFloat;
+}
+template <>
+DType DTypeOf<double>() {
+  return DType::kDouble;
+}
+template <>
+DType DTypeOf<bool>() {
+  return DType::kBool;
+}
+template <typename T>
+const char* NameOf();
+template <>
+const char* NameOf<__half>() {
+  return "float16";
+}
+template <>
+const char* NameOf<__nv_bfloat16>() {
+  return "bfloat16";
+}
+template <>
+const char* NameOf<float>() {
+  return "float32";
+}
+template <>
+const char* NameOf<double>() {
+  return "float64";
+}
 
 double ToDouble(float x) { return x; }
 double ToDouble(double x) { return x; }
@@ -106,10 +135,10 @@ struct Case {
   int64_t batch, num_actions;
   bool double_dqn, bool_terminals, int64_actions;
   float discount, r_max, clip_delta;
-  double nan_row_fraction;    // rows that get a NaN or Inf somewhere in their inputs
-  double bad_action_fraction; // rows whose action is out of range (must become NaN)
-  bool ties;                  // small integer values so that argmax ties are common
-  bool clip_boundary;         // err exactly +-clip_delta in some rows
+  double nan_row_fraction;     // rows that get a NaN or Inf somewhere in their inputs
+  double bad_action_fraction;  // rows whose action is out of range (must become NaN)
+  bool ties;                   // small integer values so that argmax ties are common
+  bool clip_boundary;          // err exactly +-clip_delta in some rows
 };
 
 struct Tally {
@@ -175,10 +204,9 @@ bool RunCase(const Case& c, std::mt19937_64& rng) {
                                    static_cast<Acc>(c.clip_delta)};
   HostArray<T> loss(B), targets(B * A), delta(B), qmax(B), grad_loss(B), grad_q(B * A);
   for (int64_t i = 0; i < B; ++i) {
-    tfdqn::DqnTargetsRow<T, TT, IndexT>(&q[i * A], &q_next[i * A],
-                                        c.double_dqn ? &q_online[i * A] : nullptr, actions[i],
-                                        rewards[i], terminals[i], A, p, &targets[i * A],
-                                        &loss[i], &delta[i], &qmax[i]);
+    tfdqn::DqnTargetsRow<T, TT, IndexT>(
+        &q[i * A], &q_next[i * A], c.double_dqn ? &q_online[i * A] : nullptr, actions[i],
+        rewards[i], terminals[i], A, p, &targets[i * A], &loss[i], &delta[i], &qmax[i]);
     grad_loss[i] = static_cast<T>(uni(rng));
     for (int64_t a = 0; a < A; ++a) {
       grad_q[i * A + a] = tfdqn::DqnTargetsGradElement<T>(grad_loss[i], targets[i * A + a]);
@@ -188,10 +216,24 @@ bool RunCase(const Case& c, std::mt19937_64& rng) {
   DeviceBuffer<IndexT> d_a(actions);
   DeviceBuffer<TT> d_t(terminals);
   DeviceBuffer<T> d_loss(B), d_targets(B * A), d_delta(B), d_qmax(B), d_grad(B * A);
-  tfdqn::ForwardArgs f{DTypeOf<T>(), DTypeOf<TT>(), sizeof(IndexT) == 8, B, A, c.discount,
-                       c.r_max, c.clip_delta, d_q.ptr, d_qn.ptr,
-                       c.double_dqn ? d_qo.ptr : nullptr, d_a.ptr, d_r.ptr, d_t.ptr,
-                       d_loss.ptr, d_targets.ptr, d_delta.ptr, d_qmax.ptr};
+  tfdqn::ForwardArgs f{DTypeOf<T>(),
+                       DTypeOf<TT>(),
+                       sizeof(IndexT) == 8,
+                       B,
+                       A,
+                       c.discount,
+                       c.r_max,
+                       c.clip_delta,
+                       d_q.ptr,
+                       d_qn.ptr,
+                       c.double_dqn ? d_qo.ptr : nullptr,
+                       d_a.ptr,
+                       d_r.ptr,
+                       d_t.ptr,
+                       d_loss.ptr,
+                       d_targets.ptr,
+                       d_delta.ptr,
+                       d_qmax.ptr};
   CHECK_LAUNCH(tfdqn::LaunchDqnTargetsForward(f, nullptr));
   // The gradient consumes the GPU's own targets, as in TF.
   tfdqn::GradArgs g{DTypeOf<T>(), B, A, d_gl.ptr, d_targets.ptr, d_grad.ptr};
@@ -201,7 +243,8 @@ bool RunCase(const Case& c, std::mt19937_64& rng) {
   // float32/float64 agree to the last bit; the tolerance only absorbs 16-bit rounding.
   const double tol = sizeof(T) == 2 ? 1e-3 : (sizeof(T) == 4 ? 1e-6 : 1e-12);
   char buf[256];
-  std::snprintf(buf, sizeof(buf), "%s B=%lld A=%lld double=%d term=%s act=%s clip=%g nan=%g bad=%g ties=%d",
+  std::snprintf(buf, sizeof(buf),
+                "%s B=%lld A=%lld double=%d term=%s act=%s clip=%g nan=%g bad=%g ties=%d",
                 NameOf<T>(), static_cast<long long>(B), static_cast<long long>(A), c.double_dqn,
                 sizeof(TT) == 1 ? "bool" : NameOf<T>(), sizeof(IndexT) == 8 ? "int64" : "int32",
                 c.clip_delta, c.nan_row_fraction, c.bad_action_fraction, c.ties);
@@ -305,7 +348,9 @@ double MedianMicros(F launch, int inner, int samples) {
 }
 
 void Benchmark(int max_log2_batch, bool* bandwidth_target_met) {
-  std::printf("\n| A | B | fwd us | fwd GB/s | copy GB/s | fwd/copy | grad us | grad GB/s | copy GB/s | grad/copy |\n");
+  std::printf(
+      "\n| A | B | fwd us | fwd GB/s | copy GB/s | fwd/copy | grad us | grad GB/s | copy GB/s | "
+      "grad/copy |\n");
   std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   *bandwidth_target_met = true;
   const int64_t A_values[] = {6, 18};
@@ -322,22 +367,33 @@ void Benchmark(int max_log2_batch, bool* bandwidth_target_met) {
       CHECK_CUDA(cudaMemset(gl.ptr, 0, B * sizeof(float)));
       CHECK_CUDA(cudaMemset(act.ptr, 0, B * sizeof(int32_t)));
       CHECK_CUDA(cudaMemset(term.ptr, 0, B * sizeof(bool)));
-      tfdqn::ForwardArgs f{DType::kFloat, DType::kBool, false, B, A, 0.99f, 1.0f, 1.0f,
-                           q.ptr, qn.ptr, nullptr, act.ptr, r.ptr, term.ptr,
-                           loss.ptr, targets.ptr, delta.ptr, qmax.ptr};
+      tfdqn::ForwardArgs f{DType::kFloat, DType::kBool, false,    B,           A,         0.99f,
+                           1.0f,          1.0f,         q.ptr,    qn.ptr,      nullptr,   act.ptr,
+                           r.ptr,         term.ptr,     loss.ptr, targets.ptr, delta.ptr, qmax.ptr};
       tfdqn::GradArgs g{DType::kFloat, B, A, gl.ptr, targets.ptr, grad.ptr};
       // Bytes each kernel must move at least (reads + writes).
       const double fwd_bytes = B * (3.0 * A * 4 + 4 + 4 + 1 + 3 * 4);
       const double grad_bytes = B * (2.0 * A * 4 + 4);
       // A device-to-device copy of N bytes moves 2N bytes (read + write).
-      const size_t copy_fwd = static_cast<size_t>(fwd_bytes / 2), copy_grad = static_cast<size_t>(grad_bytes / 2);
+      const size_t copy_fwd = static_cast<size_t>(fwd_bytes / 2),
+                   copy_grad = static_cast<size_t>(grad_bytes / 2);
       DeviceBuffer<unsigned char> src(copy_fwd), dst(copy_fwd);
       const int inner = B <= (1 << 14) ? 200 : (B <= (1 << 20) ? 20 : 5);
       const int samples = 9;
-      const double t_fwd = MedianMicros([&] { CHECK_LAUNCH(tfdqn::LaunchDqnTargetsForward(f, nullptr)); }, inner, samples);
-      const double t_grad = MedianMicros([&] { CHECK_LAUNCH(tfdqn::LaunchDqnTargetsGrad(g, nullptr)); }, inner, samples);
-      const double t_cf = MedianMicros([&] { CHECK_CUDA(cudaMemcpyAsync(dst.ptr, src.ptr, copy_fwd, cudaMemcpyDeviceToDevice)); }, inner, samples);
-      const double t_cg = MedianMicros([&] { CHECK_CUDA(cudaMemcpyAsync(dst.ptr, src.ptr, copy_grad, cudaMemcpyDeviceToDevice)); }, inner, samples);
+      const double t_fwd = MedianMicros(
+          [&] { CHECK_LAUNCH(tfdqn::LaunchDqnTargetsForward(f, nullptr)); }, inner, samples);
+      const double t_grad = MedianMicros(
+          [&] { CHECK_LAUNCH(tfdqn::LaunchDqnTargetsGrad(g, nullptr)); }, inner, samples);
+      const double t_cf = MedianMicros(
+          [&] {
+            CHECK_CUDA(cudaMemcpyAsync(dst.ptr, src.ptr, copy_fwd, cudaMemcpyDeviceToDevice));
+          },
+          inner, samples);
+      const double t_cg = MedianMicros(
+          [&] {
+            CHECK_CUDA(cudaMemcpyAsync(dst.ptr, src.ptr, copy_grad, cudaMemcpyDeviceToDevice));
+          },
+          inner, samples);
       const double bw_f = fwd_bytes / t_fwd / 1e3, bw_cf = fwd_bytes / t_cf / 1e3;
       const double bw_g = grad_bytes / t_grad / 1e3, bw_cg = grad_bytes / t_cg / 1e3;
       std::printf("| %lld | 2^%d | %.2f | %.0f | %.0f | %.0f%% | %.2f | %.0f | %.0f | %.0f%% |\n",
@@ -356,8 +412,10 @@ int main(int argc, char** argv) {
   bool quick = false;
   int max_log2_batch = 24;
   for (int k = 1; k < argc; ++k) {
-    if (!std::strcmp(argv[k], "--quick")) quick = true;
-    else if (!std::strcmp(argv[k], "--max-log2-batch") && k + 1 < argc) max_log2_batch = std::atoi(argv[++k]);
+    if (!std::strcmp(argv[k], "--quick"))
+      quick = true;
+    else if (!std::strcmp(argv[k], "--max-log2-batch") && k + 1 < argc)
+      max_log2_batch = std::atoi(argv[++k]);
     else {
       std::fprintf(stderr, "usage: %s [--quick] [--max-log2-batch N]\n", argv[0]);
       return 2;
@@ -371,8 +429,8 @@ int main(int argc, char** argv) {
   cudaDriverGetVersion(&driver);
   cudaRuntimeGetVersion(&runtime);
   std::printf("device: %s (sm_%d%d, %d SMs, %.1f GiB), driver %d, runtime %d\n", prop.name,
-              prop.major, prop.minor, prop.multiProcessorCount,
-              prop.totalGlobalMem / 1073741824.0, driver, runtime);
+              prop.major, prop.minor, prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0,
+              driver, runtime);
 
   std::mt19937_64 rng(20261126);
   const std::vector<Case> cases = ParityCases(quick);
@@ -381,20 +439,25 @@ int main(int argc, char** argv) {
   RunCasesForType<double>(cases, &tally, rng);
   RunCasesForType<__half>(cases, &tally, rng);
   RunCasesForType<__nv_bfloat16>(cases, &tally, rng);
-  std::printf("parity: %d cases, %d failed (float32, float64, float16, bfloat16; B 0..5000, A 1..4096)\n",
-              tally.cases, tally.failures);
+  std::printf(
+      "parity: %d cases, %d failed (float32, float64, float16, bfloat16; B 0..5000, A 1..4096)\n",
+      tally.cases, tally.failures);
 
   // One launch per direction at B = 32, A = 18.
   DeviceBuffer<float> q(32 * 18), out(32 * 18), v(32);
   DeviceBuffer<int32_t> a(32);
   DeviceBuffer<bool> t(32);
   CHECK_CUDA(cudaMemset(a.ptr, 0, 32 * sizeof(int32_t)));
-  tfdqn::ForwardArgs f{DType::kFloat, DType::kBool, false, 32, 18, 0.99f, 1.0f, 1.0f,
-                       q.ptr, q.ptr, nullptr, a.ptr, v.ptr, t.ptr, v.ptr, out.ptr, v.ptr, v.ptr};
+  tfdqn::ForwardArgs f{DType::kFloat, DType::kBool, false, 32,      18,      0.99f,
+                       1.0f,          1.0f,         q.ptr, q.ptr,   nullptr, a.ptr,
+                       v.ptr,         t.ptr,        v.ptr, out.ptr, v.ptr,   v.ptr};
   tfdqn::GradArgs g{DType::kFloat, 32, 18, v.ptr, q.ptr, out.ptr};
-  const int fwd_kernels = KernelNodesOf([&](cudaStream_t s) { CHECK_LAUNCH(tfdqn::LaunchDqnTargetsForward(f, s)); });
-  const int grad_kernels = KernelNodesOf([&](cudaStream_t s) { CHECK_LAUNCH(tfdqn::LaunchDqnTargetsGrad(g, s)); });
-  std::printf("kernel launches at B=32, A=18: forward %d, gradient %d\n", fwd_kernels, grad_kernels);
+  const int fwd_kernels =
+      KernelNodesOf([&](cudaStream_t s) { CHECK_LAUNCH(tfdqn::LaunchDqnTargetsForward(f, s)); });
+  const int grad_kernels =
+      KernelNodesOf([&](cudaStream_t s) { CHECK_LAUNCH(tfdqn::LaunchDqnTargetsGrad(g, s)); });
+  std::printf("kernel launches at B=32, A=18: forward %d, gradient %d\n", fwd_kernels,
+              grad_kernels);
 
   bool bandwidth_ok = true;
   if (max_log2_batch >= 5) Benchmark(max_log2_batch, &bandwidth_ok);

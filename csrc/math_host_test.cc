@@ -33,12 +33,14 @@ void TestBadActionRowStaysInBounds() {
     q[0] = q[A + 1] = q_next[0] = q_next[A + 1] = std::nanf("");  // poison if read
     float loss = guard, delta = guard, q_next_max = guard;
     const tfdqn::TargetParams<float> p{0.99f, 1.0f, 1.0f};
-    const auto status = tfdqn::DqnTargetsRow<float, bool, int64_t>(
-        &q[1], &q_next[1], nullptr, action, 0.5f, false, A, p, &targets[1], &loss, &delta,
-        &q_next_max);
+    const auto status =
+        tfdqn::DqnTargetsRow<float, bool, int64_t>(&q[1], &q_next[1], nullptr, action, 0.5f, false,
+                                                   A, p, &targets[1], &loss, &delta, &q_next_max);
     Check(status == tfdqn::RowStatus::kBadAction, "bad action reported", action);
-    Check(std::isnan(loss) && std::isnan(delta) && std::isnan(q_next_max), "bad action: NaN scalars", action);
-    for (int64_t a = 1; a <= A; ++a) Check(std::isnan(targets[a]), "bad action: NaN targets row", action);
+    Check(std::isnan(loss) && std::isnan(delta) && std::isnan(q_next_max),
+          "bad action: NaN scalars", action);
+    for (int64_t a = 1; a <= A; ++a)
+      Check(std::isnan(targets[a]), "bad action: NaN targets row", action);
     Check(targets[0] == guard && targets[A + 1] == guard, "no write outside the row", action);
   }
   // In-range rows must not read the poisoned guards either.
@@ -49,7 +51,8 @@ void TestBadActionRowStaysInBounds() {
   const auto status = tfdqn::DqnTargetsRow<float, bool, int32_t>(
       &q[1], &q_next[1], nullptr, 4, 1.0f, false, 5, p, &targets[1], &loss, &delta, &q_next_max);
   Check(status == tfdqn::RowStatus::kOk, "in-range row ok");
-  Check(delta == 1.0f && q_next_max == 2.0f && loss == 0.5f, "in-range row values");  // 1 + .5*2 - 1
+  Check(delta == 1.0f && q_next_max == 2.0f && loss == 0.5f,
+        "in-range row values");  // 1 + .5*2 - 1
   Check(targets[5] == 1.0f && targets[1] == 0.0f && targets[0] == guard && targets[6] == guard,
         "in-range targets row");
 }
@@ -85,7 +88,8 @@ void TestMergesMatchScan() {
       Check(part_max[0].value == scan_max.value, "max merge == scan", A);
     }
     int first = 0;
-    for (int a = 1; a < A; ++a) if (row[a] > row[first]) first = a;
+    for (int a = 1; a < A; ++a)
+      if (row[a] > row[first]) first = a;
     Check(scan.index == first, "argmax takes the first index on ties", A);
   }
 }

@@ -15,9 +15,9 @@
 #include <cstring>
 #include <limits>
 #include <memory>
-#include <type_traits>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "replay_memory.h"
@@ -34,9 +34,7 @@ bool HostIsLittle() {
   return first == 1;
 }
 
-std::string DtypeName(const py::array& arr) {
-  return py::str(arr.dtype()).cast<std::string>();
-}
+std::string DtypeName(const py::array& arr) { return py::str(arr.dtype()).cast<std::string>(); }
 
 std::string ShapeOf(const py::array& arr) {
   std::ostringstream os;
@@ -61,21 +59,19 @@ py::array AsArray(py::handle obj) {
   if (py::isinstance<py::array>(obj)) {
     return py::reinterpret_borrow<py::array>(obj);
   }
-  static py::object* asarray = new py::object(
-      py::module_::import("numpy").attr("asarray"));  // leaked on purpose
+  static py::object* asarray =
+      new py::object(py::module_::import("numpy").attr("asarray"));  // leaked on purpose
   return py::reinterpret_steal<py::array>((*asarray)(obj).release());
 }
 
 // frames-like argument: dtype uint8 exactly (no silent casts), given shape.
-py::array CheckFrames(py::handle obj, const char* name,
-                      const std::vector<int64_t>& shape) {
+py::array CheckFrames(py::handle obj, const char* name, const std::vector<int64_t>& shape) {
   py::array arr = AsArray(obj);
   const bool is_u8 = arr.dtype().kind() == 'u' && arr.dtype().itemsize() == 1;
   if (!is_u8 || !HasShape(arr, shape)) {
-    throw std::invalid_argument(std::string(name) +
-                                ": expected dtype uint8 and shape " +
-                                ShapeString(shape) + ", got " +
-                                DtypeName(arr) + " " + ShapeOf(arr));
+    throw std::invalid_argument(std::string(name) + ": expected dtype uint8 and shape " +
+                                ShapeString(shape) + ", got " + DtypeName(arr) + " " +
+                                ShapeOf(arr));
   }
   if (arr.flags() & py::array::c_style) return arr;
   return py::array_t<uint8_t, py::array::c_style>::ensure(arr);
@@ -88,8 +84,8 @@ bool NativeByteOrder(const py::array& arr) {
 
 // Element i of a 1-D array of a native bool/int/uint/float dtype as T.
 template <typename T>
-bool ReadElement(const char* p, char kind, py::ssize_t itemsize, T* out,
-                 const char* name, int64_t index) {
+bool ReadElement(const char* p, char kind, py::ssize_t itemsize, T* out, const char* name,
+                 int64_t index) {
   auto get = [&](auto tag) {
     decltype(tag) v;
     std::memcpy(&v, p, sizeof(v));
@@ -97,9 +93,7 @@ bool ReadElement(const char* p, char kind, py::ssize_t itemsize, T* out,
     return true;
   };
   switch (kind) {
-    case 'b':
-      *out = static_cast<T>(*p != 0);
-      return true;
+    case 'b': *out = static_cast<T>(*p != 0); return true;
     case 'i':
       if (itemsize == 1) return get(int8_t{});
       if (itemsize == 2) return get(int16_t{});
@@ -115,9 +109,8 @@ bool ReadElement(const char* p, char kind, py::ssize_t itemsize, T* out,
         std::memcpy(&v, p, 8);
         if (std::is_integral<T>::value &&
             v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-          throw std::invalid_argument(std::string(name) + "[" +
-                                      std::to_string(index) + "] = " +
-                                      std::to_string(v) + " is out of range");
+          throw std::invalid_argument(std::string(name) + "[" + std::to_string(index) +
+                                      "] = " + std::to_string(v) + " is out of range");
         }
         *out = static_cast<T>(v);
         return true;
@@ -127,38 +120,33 @@ bool ReadElement(const char* p, char kind, py::ssize_t itemsize, T* out,
       if (itemsize == 4) return get(float{});
       if (itemsize == 8) return get(double{});
       return false;
-    default:
-      return false;
+    default: return false;
   }
 }
 
 // A vector of `length` numbers of the allowed dtype kinds, read as T.
 template <typename T>
-void CheckVector(py::handle obj, const char* name, const std::string& kinds,
-                 const char* what, int64_t length, std::vector<T>* out) {
+void CheckVector(py::handle obj, const char* name, const std::string& kinds, const char* what,
+                 int64_t length, std::vector<T>* out) {
   py::array arr = AsArray(obj);
   const char kind = arr.dtype().kind();
   if (kinds.find(kind) == std::string::npos) {
-    throw std::invalid_argument(std::string(name) + ": expected " + what +
-                                " of shape [" + std::to_string(length) +
-                                "], got dtype " + DtypeName(arr));
+    throw std::invalid_argument(std::string(name) + ": expected " + what + " of shape [" +
+                                std::to_string(length) + "], got dtype " + DtypeName(arr));
   }
   if (arr.ndim() != 1 || arr.shape(0) != length) {
-    throw std::invalid_argument(std::string(name) + ": expected shape [" +
-                                std::to_string(length) + "] (num_envs), got " +
-                                ShapeOf(arr));
+    throw std::invalid_argument(std::string(name) + ": expected shape [" + std::to_string(length) +
+                                "] (num_envs), got " + ShapeOf(arr));
   }
   out->resize(length);
   const py::ssize_t itemsize = arr.itemsize();
   bool direct = NativeByteOrder(arr);
   const char* base = static_cast<const char*>(arr.data());
   for (int64_t i = 0; direct && i < length; ++i) {
-    direct = ReadElement(base + i * arr.strides(0), kind, itemsize,
-                         out->data() + i, name, i);
+    direct = ReadElement(base + i * arr.strides(0), kind, itemsize, out->data() + i, name, i);
   }
   if (!direct) {  // a rare dtype (float16, longdouble, swapped bytes)
-    auto converted =
-        py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(arr);
+    auto converted = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(arr);
     std::memcpy(out->data(), converted.data(), length * sizeof(T));
   }
 }
@@ -169,24 +157,20 @@ T* CheckOut(py::array& arr, const char* name, const char* dtype_name,
             const std::vector<int64_t>& shape) {
   const bool dtype_ok = py::isinstance<py::array_t<T>>(arr);
   if (!dtype_ok || !HasShape(arr, shape)) {
-    throw std::invalid_argument(std::string(name) + ": expected dtype " +
-                                dtype_name + " and shape " +
-                                ShapeString(shape) + ", got " +
-                                DtypeName(arr) + " " + ShapeOf(arr));
+    throw std::invalid_argument(std::string(name) + ": expected dtype " + dtype_name +
+                                " and shape " + ShapeString(shape) + ", got " + DtypeName(arr) +
+                                " " + ShapeOf(arr));
   }
   if (!(arr.flags() & py::array::c_style)) {
-    throw std::invalid_argument(std::string(name) +
-                                ": expected a C-contiguous array");
+    throw std::invalid_argument(std::string(name) + ": expected a C-contiguous array");
   }
   if (!arr.writeable()) {
-    throw std::invalid_argument(std::string(name) +
-                                ": expected a writeable array");
+    throw std::invalid_argument(std::string(name) + ": expected a writeable array");
   }
   return static_cast<T*>(arr.mutable_data());
 }
 
-std::vector<int64_t> Concat(std::vector<int64_t> head,
-                            const std::vector<int64_t>& tail) {
+std::vector<int64_t> Concat(std::vector<int64_t> head, const std::vector<int64_t>& tail) {
   head.insert(head.end(), tail.begin(), tail.end());
   return head;
 }
@@ -205,18 +189,14 @@ std::vector<int64_t> ParseShape(py::handle frame_shape) {
     shape.push_back(frame_shape.cast<int64_t>());
     return shape;
   }
-  if (!py::isinstance<py::sequence>(frame_shape) ||
-      py::isinstance<py::str>(frame_shape)) {
-    throw std::invalid_argument(
-        "frame_shape: expected a tuple of positive integers, got " +
-        py::repr(frame_shape).cast<std::string>());
+  if (!py::isinstance<py::sequence>(frame_shape) || py::isinstance<py::str>(frame_shape)) {
+    throw std::invalid_argument("frame_shape: expected a tuple of positive integers, got " +
+                                py::repr(frame_shape).cast<std::string>());
   }
   for (py::handle d : frame_shape) {
-    if (!py::isinstance<py::int_>(d) &&
-        !py::hasattr(d, "__index__")) {
-      throw std::invalid_argument(
-          "frame_shape: expected a tuple of positive integers, got " +
-          py::repr(frame_shape).cast<std::string>());
+    if (!py::isinstance<py::int_>(d) && !py::hasattr(d, "__index__")) {
+      throw std::invalid_argument("frame_shape: expected a tuple of positive integers, got " +
+                                  py::repr(frame_shape).cast<std::string>());
     }
     shape.push_back(py::int_(py::reinterpret_borrow<py::object>(d)).cast<int64_t>());
   }
@@ -229,8 +209,7 @@ uint64_t ParseSeed(py::handle seed) {
                                 py::repr(seed).cast<std::string>());
   }
   py::int_ value = py::reinterpret_borrow<py::int_>(seed);
-  const bool ok = value >= py::int_(0) &&
-                  value < py::int_(1).attr("__lshift__")(64);
+  const bool ok = value >= py::int_(0) && value < py::int_(1).attr("__lshift__")(64);
   if (!ok) {
     throw std::invalid_argument("seed: expected an integer in [0, 2**64), got " +
                                 py::repr(seed).cast<std::string>());
@@ -259,37 +238,32 @@ PYBIND11_MODULE(_replay, m) {
     } catch (const tfdqn::IoError& e) {
       py::object err = py::reinterpret_borrow<py::object>(PyExc_OSError)(
           e.errno_value(), std::string(e.what()), e.path());
-      PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(err.ptr())),
-                      err.ptr());
+      PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(err.ptr())), err.ptr());
     } catch (const tfdqn::FormatError& e) {
       PyErr_SetString(PyExc_ValueError, e.what());
     }
   });
 
   py::class_<ReplayMemory>(m, "ReplayMemory")
-      .def(py::init([](int64_t capacity, py::handle frame_shape,
-                       int64_t history, int64_t num_envs, py::handle seed) {
-             return std::make_unique<ReplayMemory>(
-                 capacity, tfdqn::ParseShape(frame_shape), history, num_envs,
-                 tfdqn::ParseSeed(seed));
+      .def(py::init([](int64_t capacity, py::handle frame_shape, int64_t history, int64_t num_envs,
+                       py::handle seed) {
+             return std::make_unique<ReplayMemory>(capacity, tfdqn::ParseShape(frame_shape),
+                                                   history, num_envs, tfdqn::ParseSeed(seed));
            }),
            py::arg("capacity"), py::arg("frame_shape") = py::make_tuple(84, 84),
-           py::arg("history") = 4, py::arg("num_envs") = 1,
-           py::arg("seed") = 0)
+           py::arg("history") = 4, py::arg("num_envs") = 1, py::arg("seed") = 0)
       .def(
           "add",
-          [](ReplayMemory& self, py::handle frames, py::handle actions,
-             py::handle rewards, py::handle terminals) {
+          [](ReplayMemory& self, py::handle frames, py::handle actions, py::handle rewards,
+             py::handle terminals) {
             const int64_t n = self.num_envs();
-            py::array f = tfdqn::CheckFrames(
-                frames, "frames", tfdqn::Concat({n}, self.frame_shape()));
+            py::array f =
+                tfdqn::CheckFrames(frames, "frames", tfdqn::Concat({n}, self.frame_shape()));
             std::vector<int64_t> a;
             std::vector<double> r, t;
             tfdqn::CheckVector(actions, "actions", "iu", "integers", n, &a);
-            tfdqn::CheckVector(rewards, "rewards", "fiub", "real numbers", n,
-                               &r);
-            tfdqn::CheckVector(terminals, "terminals", "biuf",
-                               "booleans (or 0/1)", n, &t);
+            tfdqn::CheckVector(rewards, "rewards", "fiub", "real numbers", n, &r);
+            tfdqn::CheckVector(terminals, "terminals", "biuf", "booleans (or 0/1)", n, &t);
             const uint8_t* data = static_cast<const uint8_t*>(f.data());
             if (n * self.frame_bytes() < (int64_t{1} << 16)) {
               // Releasing the GIL costs more than copying a few frames.
@@ -299,35 +273,32 @@ PYBIND11_MODULE(_replay, m) {
               self.Add(data, a.data(), r.data(), t.data());
             }
           },
-          py::arg("frames"), py::arg("actions"), py::arg("rewards"),
-          py::arg("terminals"))
+          py::arg("frames"), py::arg("actions"), py::arg("rewards"), py::arg("terminals"))
       .def(
           "sample",
           [](ReplayMemory& self, int64_t batch_size) {
             self.CheckSampleable(batch_size);  // before allocating the batch
-            const auto state_shape = tfdqn::Concat({batch_size, self.history()},
-                                                   self.frame_shape());
+            const auto state_shape =
+                tfdqn::Concat({batch_size, self.history()}, self.frame_shape());
             py::array_t<uint8_t> s(state_shape), s2(state_shape);
             py::array_t<int32_t> a(batch_size);
             py::array_t<float> r(batch_size), term(batch_size);
             {
               py::gil_scoped_release release;
-              self.SampleInto(batch_size, s.mutable_data(), a.mutable_data(),
-                              r.mutable_data(), s2.mutable_data(),
-                              term.mutable_data());
+              self.SampleInto(batch_size, s.mutable_data(), a.mutable_data(), r.mutable_data(),
+                              s2.mutable_data(), term.mutable_data());
             }
             return py::make_tuple(s, a, r, s2, term);
           },
           py::arg("batch_size"))
       .def(
           "sample_into",
-          [](ReplayMemory& self, py::array s, py::array a, py::array r,
-             py::array s2, py::array term) {
+          [](ReplayMemory& self, py::array s, py::array a, py::array r, py::array s2,
+             py::array term) {
             if (s.ndim() < 1) {
-              throw std::invalid_argument(
-                  "s: expected dtype uint8 and shape [batch, " +
-                  std::to_string(self.history()) + ", ...], got " +
-                  tfdqn::DtypeName(s) + " " + tfdqn::ShapeOf(s));
+              throw std::invalid_argument("s: expected dtype uint8 and shape [batch, " +
+                                          std::to_string(self.history()) + ", ...], got " +
+                                          tfdqn::DtypeName(s) + " " + tfdqn::ShapeOf(s));
             }
             const int64_t batch = s.shape(0);
             if (batch <= 0) {
@@ -335,46 +306,40 @@ PYBIND11_MODULE(_replay, m) {
                   "s: batch_size (its first dimension) must be positive, got " +
                   std::to_string(batch));
             }
-            const auto state_shape =
-                tfdqn::Concat({batch, self.history()}, self.frame_shape());
+            const auto state_shape = tfdqn::Concat({batch, self.history()}, self.frame_shape());
             auto* ps = tfdqn::CheckOut<uint8_t>(s, "s", "uint8", state_shape);
-            auto* ps2 =
-                tfdqn::CheckOut<uint8_t>(s2, "s2", "uint8", state_shape);
+            auto* ps2 = tfdqn::CheckOut<uint8_t>(s2, "s2", "uint8", state_shape);
             auto* pa = tfdqn::CheckOut<int32_t>(a, "a", "int32", {batch});
             auto* pr = tfdqn::CheckOut<float>(r, "r", "float32", {batch});
-            auto* pt =
-                tfdqn::CheckOut<float>(term, "term", "float32", {batch});
+            auto* pt = tfdqn::CheckOut<float>(term, "term", "float32", {batch});
             py::gil_scoped_release release;
             self.SampleInto(batch, ps, pa, pr, ps2, pt);
           },
-          py::arg("s"), py::arg("a"), py::arg("r"), py::arg("s2"),
-          py::arg("term"))
+          py::arg("s"), py::arg("a"), py::arg("r"), py::arg("s2"), py::arg("term"))
       .def(
           "sample_windows",
           [](ReplayMemory& self, int64_t batch_size) {
             self.CheckSampleable(batch_size);  // before allocating the batch
-            py::array_t<uint8_t> w(tfdqn::Concat(
-                {batch_size, self.history() + 1}, self.frame_shape()));
+            py::array_t<uint8_t> w(
+                tfdqn::Concat({batch_size, self.history() + 1}, self.frame_shape()));
             py::array_t<int32_t> a(batch_size);
             py::array_t<float> r(batch_size), term(batch_size);
             {
               py::gil_scoped_release release;
-              self.SampleWindowsInto(batch_size, w.mutable_data(),
-                                     a.mutable_data(), r.mutable_data(),
-                                     term.mutable_data());
+              self.SampleWindowsInto(batch_size, w.mutable_data(), a.mutable_data(),
+                                     r.mutable_data(), term.mutable_data());
             }
             return py::make_tuple(w, a, r, term);
           },
           py::arg("batch_size"))
       .def(
           "sample_windows_into",
-          [](ReplayMemory& self, py::array windows, py::array a, py::array r,
-             py::array term) {
+          [](ReplayMemory& self, py::array windows, py::array a, py::array r, py::array term) {
             if (windows.ndim() < 1 || windows.shape(0) <= 0) {
-              throw std::invalid_argument(
-                  "windows: expected dtype uint8 and shape [batch > 0, " +
-                  std::to_string(self.history() + 1) + ", ...], got " +
-                  tfdqn::DtypeName(windows) + " " + tfdqn::ShapeOf(windows));
+              throw std::invalid_argument("windows: expected dtype uint8 and shape [batch > 0, " +
+                                          std::to_string(self.history() + 1) + ", ...], got " +
+                                          tfdqn::DtypeName(windows) + " " +
+                                          tfdqn::ShapeOf(windows));
             }
             const int64_t batch = windows.shape(0);
             auto* pw = tfdqn::CheckOut<uint8_t>(
@@ -382,8 +347,7 @@ PYBIND11_MODULE(_replay, m) {
                 tfdqn::Concat({batch, self.history() + 1}, self.frame_shape()));
             auto* pa = tfdqn::CheckOut<int32_t>(a, "a", "int32", {batch});
             auto* pr = tfdqn::CheckOut<float>(r, "r", "float32", {batch});
-            auto* pt =
-                tfdqn::CheckOut<float>(term, "term", "float32", {batch});
+            auto* pt = tfdqn::CheckOut<float>(term, "term", "float32", {batch});
             py::gil_scoped_release release;
             self.SampleWindowsInto(batch, pw, pa, pr, pt);
           },
@@ -392,12 +356,10 @@ PYBIND11_MODULE(_replay, m) {
           "acting_state",
           [](ReplayMemory& self, int64_t env_index, py::object frame) {
             if (env_index < 0 || env_index >= self.num_envs()) {
-              throw std::out_of_range(
-                  "env_index: " + std::to_string(env_index) +
-                  " is not in [0, " + std::to_string(self.num_envs()) + ")");
+              throw std::out_of_range("env_index: " + std::to_string(env_index) +
+                                      " is not in [0, " + std::to_string(self.num_envs()) + ")");
             }
-            py::array_t<uint8_t> out(
-                tfdqn::Concat({self.history()}, self.frame_shape()));
+            py::array_t<uint8_t> out(tfdqn::Concat({self.history()}, self.frame_shape()));
             py::array f;
             const uint8_t* next = nullptr;
             if (!frame.is_none()) {
@@ -414,8 +376,7 @@ PYBIND11_MODULE(_replay, m) {
           [](ReplayMemory& self, py::object frames, py::object out) {
             const int64_t n = self.num_envs();
             const auto frame_bytes = self.frame_bytes();
-            const auto out_shape =
-                tfdqn::Concat({n, self.history()}, self.frame_shape());
+            const auto out_shape = tfdqn::Concat({n, self.history()}, self.frame_shape());
             py::array result;
             uint8_t* dst;
             if (out.is_none()) {
@@ -432,16 +393,14 @@ PYBIND11_MODULE(_replay, m) {
             py::array f;
             const uint8_t* next = nullptr;
             if (!frames.is_none()) {
-              f = tfdqn::CheckFrames(frames, "frames",
-                                     tfdqn::Concat({n}, self.frame_shape()));
+              f = tfdqn::CheckFrames(frames, "frames", tfdqn::Concat({n}, self.frame_shape()));
               next = static_cast<const uint8_t*>(f.data());
             }
             {
               py::gil_scoped_release release;
               for (int64_t e = 0; e < n; ++e) {
-                self.ActingState(
-                    e, next ? next + e * frame_bytes : nullptr,
-                    dst + e * self.history() * frame_bytes);
+                self.ActingState(e, next ? next + e * frame_bytes : nullptr,
+                                 dst + e * self.history() * frame_bytes);
               }
             }
             return result;
@@ -452,12 +411,10 @@ PYBIND11_MODULE(_replay, m) {
       .def_property_readonly("capacity", &ReplayMemory::capacity)
       .def_property_readonly("history", &ReplayMemory::history)
       .def_property_readonly("num_envs", &ReplayMemory::num_envs)
-      .def_property_readonly("frame_shape",
-                             [](const ReplayMemory& self) {
-                               return tfdqn::ShapeTuple(self.frame_shape());
-                             })
-      .def_property_readonly("num_valid_windows",
-                             &ReplayMemory::num_valid_windows)
+      .def_property_readonly(
+          "frame_shape",
+          [](const ReplayMemory& self) { return tfdqn::ShapeTuple(self.frame_shape()); })
+      .def_property_readonly("num_valid_windows", &ReplayMemory::num_valid_windows)
       .def_property_readonly("rng_state",
                              [](const ReplayMemory& self) {
                                auto st = self.rng_state();
@@ -473,8 +430,7 @@ PYBIND11_MODULE(_replay, m) {
           py::arg("path"))
       .def(
           "_save_with_failure",
-          [](const ReplayMemory& self, py::handle path,
-             int64_t fail_after_bytes) {
+          [](const ReplayMemory& self, py::handle path, int64_t fail_after_bytes) {
             const std::string p = tfdqn::FsPath(path);
             py::gil_scoped_release release;
             self.Save(p, fail_after_bytes);
@@ -496,18 +452,17 @@ PYBIND11_MODULE(_replay, m) {
           py::arg("path"))
       .def("__repr__", [](const ReplayMemory& self) {
         std::ostringstream os;
-        os << "ReplayMemory(capacity=" << self.capacity() << ", frame_shape=("
-           << [&] {
-                std::ostringstream d;
-                for (size_t i = 0; i < self.frame_shape().size(); ++i) {
-                  d << (i ? ", " : "") << self.frame_shape()[i];
-                }
-                if (self.frame_shape().size() == 1) d << ",";
-                return d.str();
-              }()
-           << "), history=" << self.history()
-           << ", num_envs=" << self.num_envs() << ") with " << self.size()
-           << " entries";
+        os << "ReplayMemory(capacity=" << self.capacity() << ", frame_shape=(" <<
+            [&] {
+              std::ostringstream d;
+              for (size_t i = 0; i < self.frame_shape().size(); ++i) {
+                d << (i ? ", " : "") << self.frame_shape()[i];
+              }
+              if (self.frame_shape().size() == 1) d << ",";
+              return d.str();
+            }()
+           << "), history=" << self.history() << ", num_envs=" << self.num_envs() << ") with "
+           << self.size() << " entries";
         return os.str();
       });
 

@@ -32,7 +32,7 @@ bool HostIsLittleEndian() {
 constexpr char kMagic[8] = {'T', 'F', 'D', 'Q', 'N', 'R', 'P', 'L'};
 constexpr char kEndMagic[8] = {'T', 'F', 'D', 'Q', 'N', 'E', 'N', 'D'};
 constexpr uint32_t kVersion = 1;
-constexpr int64_t kMaxHistory = 64;     // the zero mask is a 64-bit word
+constexpr int64_t kMaxHistory = 64;  // the zero mask is a 64-bit word
 constexpr uint64_t kMaxHeaderBytes = 1 << 24;
 constexpr size_t kIoChunk = size_t{1} << 24;  // 16 MiB per read/write call
 
@@ -196,8 +196,7 @@ uint64_t HashXxh64(const void* data, size_t len, uint64_t seed) {
 
 // ---------------------------------------------------------------- memory
 
-ReplayMemory::ReplayMemory(int64_t capacity,
-                           const std::vector<int64_t>& frame_shape,
+ReplayMemory::ReplayMemory(int64_t capacity, const std::vector<int64_t>& frame_shape,
                            int64_t history, int64_t num_envs, uint64_t seed)
     : capacity_(capacity),
       frame_shape_(frame_shape),
@@ -207,22 +206,19 @@ ReplayMemory::ReplayMemory(int64_t capacity,
       rng_(seed) {
   if (history < 1 || history > kMaxHistory) {
     throw std::invalid_argument("history: expected an integer in [1, " +
-                                std::to_string(kMaxHistory) + "], got " +
-                                std::to_string(history));
+                                std::to_string(kMaxHistory) + "], got " + std::to_string(history));
   }
   if (num_envs < 1) {
     throw std::invalid_argument("num_envs: expected an integer >= 1, got " +
                                 std::to_string(num_envs));
   }
   if (frame_shape.empty()) {
-    throw std::invalid_argument(
-        "frame_shape: expected at least one dimension, got []");
+    throw std::invalid_argument("frame_shape: expected at least one dimension, got []");
   }
   for (int64_t d : frame_shape) {
     if (d <= 0) {
-      throw std::invalid_argument(
-          "frame_shape: expected positive dimensions, got " +
-          ShapeString(frame_shape));
+      throw std::invalid_argument("frame_shape: expected positive dimensions, got " +
+                                  ShapeString(frame_shape));
     }
     if (frame_bytes_ > std::numeric_limits<int32_t>::max() / d) {
       throw std::invalid_argument("frame_shape: " + ShapeString(frame_shape) +
@@ -233,14 +229,12 @@ ReplayMemory::ReplayMemory(int64_t capacity,
   if (capacity < 0 || capacity / num_envs < history + 1) {
     throw std::invalid_argument(
         "capacity: expected at least (history + 1) * num_envs = " +
-        std::to_string((history + 1) * num_envs) + " (history = " +
-        std::to_string(history) + ", num_envs = " + std::to_string(num_envs) +
-        "), got " + std::to_string(capacity));
+        std::to_string((history + 1) * num_envs) + " (history = " + std::to_string(history) +
+        ", num_envs = " + std::to_string(num_envs) + "), got " + std::to_string(capacity));
   }
   if (capacity > std::numeric_limits<int64_t>::max() / frame_bytes_) {
-    throw std::invalid_argument("capacity: " + std::to_string(capacity) +
-                                " frames of " + std::to_string(frame_bytes_) +
-                                " bytes overflow a 64-bit size");
+    throw std::invalid_argument("capacity: " + std::to_string(capacity) + " frames of " +
+                                std::to_string(frame_bytes_) + " bytes overflow a 64-bit size");
   }
   frames_mapped_bytes_ = static_cast<size_t>(capacity * frame_bytes_);
   // An anonymous mapping commits pages only when first written, so an unused
@@ -276,24 +270,21 @@ ReplayMemory::~ReplayMemory() {
 
 void ReplayMemory::CheckEnvIndex(int64_t env_index) const {
   if (env_index < 0 || env_index >= num_envs_) {
-    throw std::out_of_range("env_index: " + std::to_string(env_index) +
-                            " is not in [0, " + std::to_string(num_envs_) +
-                            ")");
+    throw std::out_of_range("env_index: " + std::to_string(env_index) + " is not in [0, " +
+                            std::to_string(num_envs_) + ")");
   }
 }
 
-void ReplayMemory::Add(const uint8_t* frames, const int64_t* actions,
-                       const double* rewards, const double* terminals) {
+void ReplayMemory::Add(const uint8_t* frames, const int64_t* actions, const double* rewards,
+                       const double* terminals) {
   for (int64_t e = 0; e < num_envs_; ++e) {
     if (actions[e] < 0 || actions[e] > std::numeric_limits<int32_t>::max()) {
-      throw std::invalid_argument("actions[" + std::to_string(e) + "] = " +
-                                  std::to_string(actions[e]) +
-                                  " is not in [0, 2^31)");
+      throw std::invalid_argument("actions[" + std::to_string(e) +
+                                  "] = " + std::to_string(actions[e]) + " is not in [0, 2^31)");
     }
     if (!std::isfinite(rewards[e]) || std::fabs(rewards[e]) > FLT_MAX) {
       std::ostringstream os;
-      os << "rewards[" << e << "] = " << rewards[e]
-         << " is not a finite float32";
+      os << "rewards[" << e << "] = " << rewards[e] << " is not a finite float32";
       throw std::invalid_argument(os.str());
     }
     if (terminals[e] != 0.0 && terminals[e] != 1.0) {
@@ -311,8 +302,7 @@ void ReplayMemory::Add(const uint8_t* frames, const int64_t* actions,
     } else {
       ++seg.size;
     }
-    std::memcpy(frames_ + slot * frame_bytes_, frames + e * frame_bytes_,
-                frame_bytes_);
+    std::memcpy(frames_ + slot * frame_bytes_, frames + e * frame_bytes_, frame_bytes_);
     actions_[slot] = static_cast<int32_t>(actions[e]);
     rewards_[slot] = static_cast<float>(rewards[e]);
     terminals_[slot] = terminals[e] != 0.0 ? 1 : 0;
@@ -366,15 +356,15 @@ std::array<uint64_t, 4> ReplayMemory::rng_state() const {
   return rng_.state();
 }
 
-void ReplayMemory::SampleInto(int64_t batch_size, uint8_t* s, int32_t* a,
-                              float* r, uint8_t* s2, float* term) {
+void ReplayMemory::SampleInto(int64_t batch_size, uint8_t* s, int32_t* a, float* r, uint8_t* s2,
+                              float* term) {
   std::lock_guard<std::mutex> lock(mu_);
   DrawLocked(batch_size, a, r, term);
   CopyLocked(batch_size, s, s2, nullptr);
 }
 
-void ReplayMemory::SampleWindowsInto(int64_t batch_size, uint8_t* windows,
-                                     int32_t* a, float* r, float* term) {
+void ReplayMemory::SampleWindowsInto(int64_t batch_size, uint8_t* windows, int32_t* a, float* r,
+                                     float* term) {
   std::lock_guard<std::mutex> lock(mu_);
   DrawLocked(batch_size, a, r, term);
   CopyLocked(batch_size, nullptr, nullptr, windows);
@@ -387,25 +377,20 @@ void ReplayMemory::CheckSampleable(int64_t batch_size) const {
 
 void ReplayMemory::CheckSampleableLocked(int64_t batch_size) const {
   if (batch_size <= 0) {
-    throw std::invalid_argument(
-        "batch_size: expected a positive integer, got " +
-        std::to_string(batch_size));
+    throw std::invalid_argument("batch_size: expected a positive integer, got " +
+                                std::to_string(batch_size));
   }
   if (NumValidLocked() == 0) {
     int64_t stored = 0;
     for (const Segment& seg : segments_) stored += seg.size;
     throw std::invalid_argument(
-        "sample: no valid window yet (a window is history + 1 = " +
-        std::to_string(history_ + 1) +
-        " consecutive entries of one stream whose entry " +
-        std::to_string(history_ - 1) +
-        ", the newest frame of s, is not terminal); entries stored: " +
-        std::to_string(stored));
+        "sample: no valid window yet (a window is history + 1 = " + std::to_string(history_ + 1) +
+        " consecutive entries of one stream whose entry " + std::to_string(history_ - 1) +
+        ", the newest frame of s, is not terminal); entries stored: " + std::to_string(stored));
   }
 }
 
-void ReplayMemory::DrawLocked(int64_t batch_size, int32_t* a, float* r,
-                              float* term) {
+void ReplayMemory::DrawLocked(int64_t batch_size, int32_t* a, float* r, float* term) {
   CheckSampleableLocked(batch_size);
   const int64_t H = history_;
   const int64_t W = H + 1;
@@ -423,8 +408,7 @@ void ReplayMemory::DrawLocked(int64_t batch_size, int32_t* a, float* r,
     int64_t i;
     while (true) {  // rejection: terminates since a valid window exists
       const int64_t u = static_cast<int64_t>(rng_.Below(total));
-      const int64_t e =
-          std::upper_bound(ends.begin(), ends.end(), u) - ends.begin();
+      const int64_t e = std::upper_bound(ends.begin(), ends.end(), u) - ends.begin();
       seg = &segments_[e];
       i = u - (ends[e] - CandidatesLocked(*seg));
       if (!terminals_[Slot(*seg, i + H - 1)]) break;
@@ -437,8 +421,7 @@ void ReplayMemory::DrawLocked(int64_t batch_size, int32_t* a, float* r,
   }
 }
 
-void ReplayMemory::CopyLocked(int64_t batch_size, uint8_t* s, uint8_t* s2,
-                              uint8_t* windows) const {
+void ReplayMemory::CopyLocked(int64_t batch_size, uint8_t* s, uint8_t* s2, uint8_t* windows) const {
   const int64_t H = history_;
   const int64_t W = H + 1;
   const int64_t* slots = scratch_.data();
@@ -487,8 +470,7 @@ void ReplayMemory::CopyLocked(int64_t batch_size, uint8_t* s, uint8_t* s2,
   }
 }
 
-void ReplayMemory::ActingState(int64_t env_index, const uint8_t* next_frame,
-                               uint8_t* out) const {
+void ReplayMemory::ActingState(int64_t env_index, const uint8_t* next_frame, uint8_t* out) const {
   CheckEnvIndex(env_index);
   std::lock_guard<std::mutex> lock(mu_);
   const Segment& seg = segments_[env_index];
@@ -521,12 +503,8 @@ std::string ErrnoText(int err) { return std::strerror(err); }
 
 class FileWriter {
  public:
-  FileWriter(int fd, const std::string& tmp_path, const std::string& path,
-             int64_t fail_after_bytes)
-      : fd_(fd),
-        tmp_path_(tmp_path),
-        path_(path),
-        fail_after_(fail_after_bytes) {}
+  FileWriter(int fd, const std::string& tmp_path, const std::string& path, int64_t fail_after_bytes)
+      : fd_(fd), tmp_path_(tmp_path), path_(path), fail_after_(fail_after_bytes) {}
 
   void Write(const void* data, size_t len) {
     const unsigned char* p = static_cast<const unsigned char*>(data);
@@ -535,9 +513,8 @@ class FileWriter {
       if (fail_after_ >= 0) {
         if (written_ >= fail_after_) {
           throw IoError(EIO,
-                        "save: simulated I/O error after " +
-                            std::to_string(written_) + " bytes of " +
-                            tmp_path_,
+                        "save: simulated I/O error after " + std::to_string(written_) +
+                            " bytes of " + tmp_path_,
                         path_);
         }
         n = std::min<size_t>(n, static_cast<size_t>(fail_after_ - written_));
@@ -546,8 +523,7 @@ class FileWriter {
       if (k < 0) {
         if (errno == EINTR) continue;
         const int err = errno;
-        throw IoError(err, "save: writing " + tmp_path_ + ": " + ErrnoText(err),
-                      path_);
+        throw IoError(err, "save: writing " + tmp_path_ + ": " + ErrnoText(err), path_);
       }
       hash_.Update(p, static_cast<size_t>(k));
       p += k;
@@ -581,12 +557,10 @@ class FileReader {
       if (k < 0) {
         if (errno == EINTR) continue;
         const int err = errno;
-        throw IoError(err, "load: reading " + path_ + ": " + ErrnoText(err),
-                      path_);
+        throw IoError(err, "load: reading " + path_ + ": " + ErrnoText(err), path_);
       }
       if (k == 0) {
-        throw FormatError("load: " + path_ +
-                          ": file is truncated (ended while reading)");
+        throw FormatError("load: " + path_ + ": file is truncated (ended while reading)");
       }
       hash_.Update(p, static_cast<size_t>(k));
       p += k;
@@ -622,8 +596,7 @@ uint64_t HeaderBytes(uint64_t rank, uint64_t num_envs) {
 
 }  // namespace
 
-void ReplayMemory::Save(const std::string& path,
-                        int64_t fail_after_bytes) const {
+void ReplayMemory::Save(const std::string& path, int64_t fail_after_bytes) const {
   if (!HostIsLittleEndian()) {
     throw std::runtime_error("save: big-endian hosts are not supported");
   }
@@ -645,9 +618,7 @@ void ReplayMemory::Save(const std::string& path,
   file.fd = mkstemp(tmpl.data());
   if (file.fd < 0) {
     const int err = errno;
-    throw IoError(err,
-                  "save: cannot create a temporary file in " + dir + ": " +
-                      ErrnoText(err),
+    throw IoError(err, "save: cannot create a temporary file in " + dir + ": " + ErrnoText(err),
                   path);
   }
   tmp = tmpl.data();
@@ -708,9 +679,7 @@ void ReplayMemory::Save(const std::string& path,
     }
     if (std::rename(tmp.c_str(), path.c_str()) != 0) {
       const int err = errno;
-      throw IoError(err,
-                    "save: rename " + tmp + " -> " + path + ": " + ErrnoText(err),
-                    path);
+      throw IoError(err, "save: rename " + tmp + " -> " + path + ": " + ErrnoText(err), path);
     }
   } catch (...) {
     if (file.fd >= 0) {
@@ -734,8 +703,7 @@ std::unique_ptr<ReplayMemory> ReplayMemory::Load(const std::string& path) {
   file.fd = ::open(path.c_str(), O_RDONLY);
   if (file.fd < 0) {
     const int err = errno;
-    throw IoError(err, "load: cannot open " + path + ": " + ErrnoText(err),
-                  path);
+    throw IoError(err, "load: cannot open " + path + ": " + ErrnoText(err), path);
   }
   struct stat st;
   if (fstat(file.fd, &st) != 0) {
@@ -754,11 +722,12 @@ std::unique_ptr<ReplayMemory> ReplayMemory::Load(const std::string& path) {
     // Too short for any header: say whether it even starts like one.
     std::vector<char> head(file_bytes);
     if (file_bytes > 0) in.Read(head.data(), file_bytes);
-    const bool prefix = file_bytes > 0 &&
-        std::memcmp(head.data(), kMagic, std::min<uint64_t>(8, file_bytes)) == 0;
-    throw FormatError(where + (prefix ? "file is truncated (" + std::to_string(file_bytes) + " bytes)"
-                                      : "not a tfdqn replay memory file (" +
-                                            std::to_string(file_bytes) + " bytes, no magic header)"));
+    const bool prefix =
+        file_bytes > 0 && std::memcmp(head.data(), kMagic, std::min<uint64_t>(8, file_bytes)) == 0;
+    throw FormatError(where + (prefix
+                                   ? "file is truncated (" + std::to_string(file_bytes) + " bytes)"
+                                   : "not a tfdqn replay memory file (" +
+                                         std::to_string(file_bytes) + " bytes, no magic header)"));
   }
   in.Read(magic, 8);
   if (std::memcmp(magic, kMagic, 8) != 0) {
@@ -771,8 +740,8 @@ std::unique_ptr<ReplayMemory> ReplayMemory::Load(const std::string& path) {
   }
   const uint32_t header_bytes = in.Get<uint32_t>();
   if (header_bytes < HeaderBytes(1, 1) || header_bytes > kMaxHeaderBytes) {
-    throw FormatError(where + "corrupted header (header size " +
-                      std::to_string(header_bytes) + ")");
+    throw FormatError(where + "corrupted header (header size " + std::to_string(header_bytes) +
+                      ")");
   }
   if (file_bytes < header_bytes) {
     throw FormatError(where + "file is truncated (" + std::to_string(file_bytes) +
@@ -800,9 +769,8 @@ std::unique_ptr<ReplayMemory> ReplayMemory::Load(const std::string& path) {
   const uint64_t num_envs = get64();
   const uint64_t rank = get64();
   const uint64_t limit = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
-  if (capacity > limit || history > limit || num_envs == 0 || num_envs > limit ||
-      rank == 0 || rank > kMaxHeaderBytes ||
-      HeaderBytes(rank, num_envs) != header_bytes) {
+  if (capacity > limit || history > limit || num_envs == 0 || num_envs > limit || rank == 0 ||
+      rank > kMaxHeaderBytes || HeaderBytes(rank, num_envs) != header_bytes) {
     throw FormatError(where + "corrupted header (inconsistent sizes)");
   }
   std::vector<int64_t> shape(rank);
@@ -816,8 +784,7 @@ std::unique_ptr<ReplayMemory> ReplayMemory::Load(const std::string& path) {
 
   std::unique_ptr<ReplayMemory> mem;
   try {
-    mem.reset(new ReplayMemory(static_cast<int64_t>(capacity), shape,
-                               static_cast<int64_t>(history),
+    mem.reset(new ReplayMemory(static_cast<int64_t>(capacity), shape, static_cast<int64_t>(history),
                                static_cast<int64_t>(num_envs), 0));
   } catch (const std::invalid_argument& e) {
     throw FormatError(where + "corrupted header (" + e.what() + ")");

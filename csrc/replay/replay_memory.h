@@ -90,8 +90,8 @@ uint64_t HashXxh64(const void* data, size_t len, uint64_t seed = 0);
 class ReplayMemory {
  public:
   // Throws std::invalid_argument naming the bad argument.
-  ReplayMemory(int64_t capacity, const std::vector<int64_t>& frame_shape,
-               int64_t history, int64_t num_envs, uint64_t seed);
+  ReplayMemory(int64_t capacity, const std::vector<int64_t>& frame_shape, int64_t history,
+               int64_t num_envs, uint64_t seed);
   ~ReplayMemory();
   ReplayMemory(const ReplayMemory&) = delete;
   ReplayMemory& operator=(const ReplayMemory&) = delete;
@@ -101,14 +101,13 @@ class ReplayMemory {
   // values each. Values are checked (actions in [0, 2^31), rewards finite in
   // float32 range, terminals 0 or 1) before anything is written, so a failed
   // call changes nothing.
-  void Add(const uint8_t* frames, const int64_t* actions,
-           const double* rewards, const double* terminals);
+  void Add(const uint8_t* frames, const int64_t* actions, const double* rewards,
+           const double* terminals);
 
   // Samples batch_size windows uniformly among the valid ones (with
   // replacement) into caller buffers: s, s2: [batch, history, *frame_shape]
   // uint8; a: int32 [batch]; r, term: float32 [batch].
-  void SampleInto(int64_t batch_size, uint8_t* s, int32_t* a, float* r,
-                  uint8_t* s2, float* term);
+  void SampleInto(int64_t batch_size, uint8_t* s, int32_t* a, float* r, uint8_t* s2, float* term);
 
   // Throws what SampleInto would throw for batch_size before any draw:
   // std::invalid_argument if batch_size <= 0 or no window is valid yet.
@@ -118,16 +117,14 @@ class ReplayMemory {
   // written once: windows [batch, history + 1, *frame_shape], with
   // s = windows[:, :history] and s2 = windows[:, 1:] (they share the zero
   // mask), so 3/8 fewer bytes are written for history 4.
-  void SampleWindowsInto(int64_t batch_size, uint8_t* windows, int32_t* a,
-                         float* r, float* term);
+  void SampleWindowsInto(int64_t batch_size, uint8_t* windows, int32_t* a, float* r, float* term);
 
   // The state an agent acts on in stream env_index, written to out
   // ([history, *frame_shape]). With next_frame == nullptr: the last `history`
   // stored entries; otherwise next_frame (the newest observation, not yet
   // stored) is the newest slot and the last history - 1 stored entries fill
   // the older ones. Same zeroing rule; slots before the first entry are zero.
-  void ActingState(int64_t env_index, const uint8_t* next_frame,
-                   uint8_t* out) const;
+  void ActingState(int64_t env_index, const uint8_t* next_frame, uint8_t* out) const;
 
   // Atomic: writes a temporary file in the same directory, fsyncs it,
   // renames it over `path` and fsyncs the directory. fail_after_bytes >= 0 is
@@ -140,17 +137,17 @@ class ReplayMemory {
   int64_t num_envs() const { return num_envs_; }
   const std::vector<int64_t>& frame_shape() const { return frame_shape_; }
   int64_t frame_bytes() const { return frame_bytes_; }
-  int64_t size() const;               // entries stored, all streams together
+  int64_t size() const;  // entries stored, all streams together
   int64_t stream_size(int64_t env_index) const;
   int64_t num_valid_windows() const;  // windows that sample() can return
   std::array<uint64_t, 4> rng_state() const;
 
  private:
   struct Segment {
-    int64_t begin;       // first entry of the segment in the flat arrays
+    int64_t begin;  // first entry of the segment in the flat arrays
     int64_t capacity;
-    int64_t size = 0;    // entries stored
-    int64_t write = 0;   // next slot to write, relative to begin
+    int64_t size = 0;       // entries stored
+    int64_t write = 0;      // next slot to write, relative to begin
     int64_t terminals = 0;  // terminal flags among the stored entries
   };
 
@@ -171,8 +168,7 @@ class ReplayMemory {
   // writes a, r, term. Throws when batch_size <= 0 or no window is valid.
   void DrawLocked(int64_t batch_size, int32_t* a, float* r, float* term);
   // Copies the drawn windows' frames: into s and s2, or into windows.
-  void CopyLocked(int64_t batch_size, uint8_t* s, uint8_t* s2,
-                  uint8_t* windows) const;
+  void CopyLocked(int64_t batch_size, uint8_t* s, uint8_t* s2, uint8_t* windows) const;
 
   int64_t capacity_;
   std::vector<int64_t> frame_shape_;

@@ -2,13 +2,13 @@
 // plain linear scan: find() on random and boundary values, zero priorities never drawn,
 // draw frequencies proportional to priority, no rounding drift after many updates, and
 // clear errors on bad input. Exit status 0 only if every check passed.
+#include "sum_tree.h"
+
 #include <cmath>
 #include <cstdio>
 #include <random>
 #include <stdexcept>
 #include <vector>
-
-#include "sum_tree.h"
 
 namespace {
 
@@ -106,18 +106,34 @@ void TestNoDriftAfterManyUpdates() {
 void TestBadInputThrows() {
   tfdqn::SumTree tree(4);
   bool threw = false;
-  try { tree.set(4, 1.0); } catch (const std::out_of_range&) { threw = true; }
+  try {
+    tree.set(4, 1.0);
+  } catch (const std::out_of_range&) {
+    threw = true;
+  }
   Check(threw, "index past the end throws out_of_range");
   for (double bad : {-1.0, std::nan(""), HUGE_VAL}) {
     threw = false;
-    try { tree.set(0, bad); } catch (const std::invalid_argument&) { threw = true; }
+    try {
+      tree.set(0, bad);
+    } catch (const std::invalid_argument&) {
+      threw = true;
+    }
     Check(threw, "negative / NaN / inf priority throws invalid_argument", bad);
   }
   threw = false;
-  try { tree.find(0.0); } catch (const std::logic_error&) { threw = true; }
+  try {
+    tree.find(0.0);
+  } catch (const std::logic_error&) {
+    threw = true;
+  }
   Check(threw, "find on an all-zero tree throws");
   threw = false;
-  try { tfdqn::SumTree empty(0); } catch (const std::invalid_argument&) { threw = true; }
+  try {
+    tfdqn::SumTree empty(0);
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
   Check(threw, "size 0 throws");
 }
 
