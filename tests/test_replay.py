@@ -421,25 +421,61 @@ def test_xxh64_matches_the_specification(length):
     assert _replay._xxh64(b"") == 0xEF46DB3751D8E999  # the published XXH64 of ""
 
 
-def test_save_is_atomic_when_it_fails_midway(tmp_path):
+# Run in a child process: loads the memory saved at argv[1] and saves it to argv[2] under each
+# file-size limit in argv[3] (RLIMIT_FSIZE with SIGXFSZ ignored: a write past the limit fails
+# with EFBIG, as a write to a full disk fails with ENOSPC); prints each error as JSON.
+_SAVE_UNDER_LIMITS = """
+import json, resource, signal, sys
+from tfdqn_ops import ReplayMemory
+mem = ReplayMemory.load(sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+_, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+errors = []
+for limit in json.loads(sys.argv[3]):
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        mem.save(sys.argv[2])
+        errors.append(None)
+    except OSError as e:
+        errors.append([e.errno, str(e)])
+print(json.dumps(errors))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE / SIGXFSZ as on Linux")
+def test_save_is_atomic_when_the_disk_fills_midway(tmp_path):
+    """A save that fails partway leaves the previous file as it was and no temporary file
+    behind. The fault is the operating system's (a file-size limit in a child process), so
+    the library needs no test hook."""
+    import errno
+    import json
+    import subprocess
+
     mem, ref, rng = filled(capacity=20, num_envs=2, steps=12, seed=4)
     path = tmp_path / "replay.bin"
     mem.save(path)
     before = path.read_bytes()
     for _ in range(5):
-        mem.add(*random_step(rng, 2, 0.2))
-    size = len(before)
-    for fail_after in (0, 1, 100, size // 2, size - 1):
-        with pytest.raises(OSError, match="simulated I/O error"):
-            mem._save_with_failure(path, fail_after)
-        assert path.read_bytes() == before
-        assert os.listdir(tmp_path) == ["replay.bin"]  # the temporary file is gone
+        mem.add(*random_step(rng, 2, 0.2))  # mem only: ref stays what `path` holds
+    newer = tmp_path / "newer.bin"
+    mem.save(newer)
+    limits = [0, 1, 100, len(before) // 2, len(before) - 1]
+    run = subprocess.run([sys.executable, "-c", _SAVE_UNDER_LIMITS, str(newer), str(path),
+                          json.dumps(limits)], capture_output=True, text=True, timeout=300,
+                         cwd=newer.anchor)  # not the source tree: import the installed package
+    assert run.returncode == 0, run.stderr
+    errors = json.loads(run.stdout.strip().splitlines()[-1])
+    for limit, error in zip(limits, errors):
+        assert error is not None, f"a save under a {limit}-byte file limit did not fail"
+        assert error[0] == errno.EFBIG and "save: writing" in error[1], (limit, error)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["newer.bin", "replay.bin"]  # no temporary file
     loaded = ReplayMemory.load(path)
     assert_same_state(loaded, ref)
     assert_same_batch(loaded.sample(8), ref.sample(8))
     # A save that runs to the end replaces the file.
-    mem._save_with_failure(path, 10**9)
-    assert path.read_bytes() != before and len(ReplayMemory.load(path)) == len(mem)
+    mem.save(path)
+    assert path.read_bytes() == newer.read_bytes() != before
 
 
 def test_save_io_errors(tmp_path):
@@ -586,6 +622,29 @@ def test_non_contiguous_frames_are_accepted():
     add_both(mem, ref, step)
     assert_same_state(mem, ref)
     assert_same_batch(mem.sample(10), ref.sample(10))
+
+
+def test_add_takes_numbers_in_any_numeric_layout():
+    """actions / rewards / terminals in other widths, byte order or strides (numpy's
+    conversion) store the same values as plain int64 / float64 / bool; uint64 values that
+    int64 cannot hold are refused, not wrapped."""
+    mem, ref, rng = filled(capacity=20, num_envs=2, steps=8, seed=3)
+    frames = rng.integers(0, 256, (2,) + SHAPE, dtype=np.uint8)
+    layouts = [
+        (np.array([1, 0], ">i4"), np.array([0.5, -2.0], np.float16), np.array([0, 1], ">u2")),
+        (np.array([3, 9, 2, 9])[::2], np.array([1.0, 9.0, 0.25, 9.0], ">f8")[::2],
+         np.array([True, False])),
+        (np.array([2, 1], np.uint64), np.array([1, -1], np.int8), np.array([1.0, 0.0], ">f4")),
+    ]
+    for actions, rewards, terminals in layouts:
+        mem.add(frames, actions, rewards, terminals)
+        ref.add(frames, np.asarray(actions, np.int64), np.asarray(rewards, np.float64),
+                np.asarray(terminals, bool))
+        assert_same_state(mem, ref)
+    assert_same_batch(mem.sample(10), ref.sample(10))
+    with pytest.raises(ValueError, match=r"actions\[1\] = 18446744073709551615 is out of range"):
+        mem.add(frames, np.array([0, 2**64 - 1], np.uint64), [0.0, 0.0], [0, 0])
+    assert_same_state(mem, ref)
 
 
 def test_sampling_before_a_valid_window():

@@ -12,10 +12,8 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -27,31 +25,16 @@ namespace py = pybind11;
 namespace tfdqn {
 namespace {
 
-bool HostIsLittle() {
-  const uint16_t probe = 1;
-  unsigned char first;
-  std::memcpy(&first, &probe, 1);
-  return first == 1;
-}
-
 std::string DtypeName(const py::array& arr) { return py::str(arr.dtype()).cast<std::string>(); }
 
-std::string ShapeOf(const py::array& arr) {
-  std::ostringstream os;
-  os << "[";
-  for (py::ssize_t i = 0; i < arr.ndim(); ++i) {
-    os << (i ? ", " : "") << arr.shape(i);
-  }
-  os << "]";
-  return os.str();
+std::vector<int64_t> ShapeVector(const py::array& arr) {
+  return std::vector<int64_t>(arr.shape(), arr.shape() + arr.ndim());
 }
 
+std::string ShapeOf(const py::array& arr) { return ShapeString(ShapeVector(arr)); }
+
 bool HasShape(const py::array& arr, const std::vector<int64_t>& shape) {
-  if (arr.ndim() != static_cast<py::ssize_t>(shape.size())) return false;
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (arr.shape(i) != shape[i]) return false;
-  }
-  return true;
+  return ShapeVector(arr) == shape;
 }
 
 // numpy.asarray(obj), without the call when obj already is an array.
@@ -64,6 +47,15 @@ py::array AsArray(py::handle obj) {
   return py::reinterpret_steal<py::array>((*asarray)(obj).release());
 }
 
+// numpy's conversion of arr to a C-contiguous array of T (no copy when it already is one);
+// byte order, strides and widths (float16 too) are numpy's business.
+template <typename T>
+py::array_t<T, py::array::c_style> Converted(const py::array& arr) {
+  auto converted = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(arr);
+  if (!converted) throw py::error_already_set();
+  return converted;
+}
+
 // frames-like argument: dtype uint8 exactly (no silent casts), given shape.
 py::array CheckFrames(py::handle obj, const char* name, const std::vector<int64_t>& shape) {
   py::array arr = AsArray(obj);
@@ -73,82 +65,37 @@ py::array CheckFrames(py::handle obj, const char* name, const std::vector<int64_
                                 ShapeString(shape) + ", got " + DtypeName(arr) + " " +
                                 ShapeOf(arr));
   }
-  if (arr.flags() & py::array::c_style) return arr;
-  return py::array_t<uint8_t, py::array::c_style>::ensure(arr);
+  return Converted<uint8_t>(arr);
 }
 
-bool NativeByteOrder(const py::array& arr) {
-  const char order = arr.dtype().byteorder();
-  return order == '=' || order == '|' || (order == '<') == HostIsLittle();
-}
-
-// Element i of a 1-D array of a native bool/int/uint/float dtype as T.
+// A vector of `length` numbers of the allowed dtype kinds ('b', 'i', 'u', 'f'), read as T.
 template <typename T>
-bool ReadElement(const char* p, char kind, py::ssize_t itemsize, T* out, const char* name,
-                 int64_t index) {
-  auto get = [&](auto tag) {
-    decltype(tag) v;
-    std::memcpy(&v, p, sizeof(v));
-    *out = static_cast<T>(v);
-    return true;
-  };
-  switch (kind) {
-    case 'b': *out = static_cast<T>(*p != 0); return true;
-    case 'i':
-      if (itemsize == 1) return get(int8_t{});
-      if (itemsize == 2) return get(int16_t{});
-      if (itemsize == 4) return get(int32_t{});
-      if (itemsize == 8) return get(int64_t{});
-      return false;
-    case 'u':
-      if (itemsize == 1) return get(uint8_t{});
-      if (itemsize == 2) return get(uint16_t{});
-      if (itemsize == 4) return get(uint32_t{});
-      if (itemsize == 8) {  // above int64's range: keep it out of range
-        uint64_t v;
-        std::memcpy(&v, p, 8);
-        if (std::is_integral<T>::value &&
-            v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-          throw std::invalid_argument(std::string(name) + "[" + std::to_string(index) +
-                                      "] = " + std::to_string(v) + " is out of range");
-        }
-        *out = static_cast<T>(v);
-        return true;
-      }
-      return false;
-    case 'f':
-      if (itemsize == 4) return get(float{});
-      if (itemsize == 8) return get(double{});
-      return false;
-    default: return false;
-  }
-}
-
-// A vector of `length` numbers of the allowed dtype kinds, read as T.
-template <typename T>
-void CheckVector(py::handle obj, const char* name, const std::string& kinds, const char* what,
-                 int64_t length, std::vector<T>* out) {
+std::vector<T> CheckVector(py::handle obj, const char* name, const std::string& kinds,
+                           const char* what, int64_t length) {
   py::array arr = AsArray(obj);
   const char kind = arr.dtype().kind();
   if (kinds.find(kind) == std::string::npos) {
     throw std::invalid_argument(std::string(name) + ": expected " + what + " of shape [" +
                                 std::to_string(length) + "], got dtype " + DtypeName(arr));
   }
-  if (arr.ndim() != 1 || arr.shape(0) != length) {
+  if (!HasShape(arr, {length})) {
     throw std::invalid_argument(std::string(name) + ": expected shape [" + std::to_string(length) +
                                 "] (num_envs), got " + ShapeOf(arr));
   }
-  out->resize(length);
-  const py::ssize_t itemsize = arr.itemsize();
-  bool direct = NativeByteOrder(arr);
-  const char* base = static_cast<const char*>(arr.data());
-  for (int64_t i = 0; direct && i < length; ++i) {
-    direct = ReadElement(base + i * arr.strides(0), kind, itemsize, out->data() + i, name, i);
+  if constexpr (std::is_integral_v<T>) {
+    // A cast would wrap uint64 values above int64's range into valid-looking ones.
+    if (kind == 'u' && arr.itemsize() == 8) {
+      const auto wide = Converted<uint64_t>(arr);
+      for (int64_t i = 0; i < length; ++i) {
+        if (wide.data()[i] > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+          throw std::invalid_argument(std::string(name) + "[" + std::to_string(i) +
+                                      "] = " + std::to_string(wide.data()[i]) + " is out of range");
+        }
+      }
+    }
   }
-  if (!direct) {  // a rare dtype (float16, longdouble, swapped bytes)
-    auto converted = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(arr);
-    std::memcpy(out->data(), converted.data(), length * sizeof(T));
-  }
+  const auto converted = Converted<T>(arr);
+  return std::vector<T>(converted.data(), converted.data() + length);
 }
 
 // An output array of sample_into: exact dtype, C-contiguous, writeable.
@@ -259,11 +206,11 @@ PYBIND11_MODULE(_replay, m) {
             const int64_t n = self.num_envs();
             py::array f =
                 tfdqn::CheckFrames(frames, "frames", tfdqn::Concat({n}, self.frame_shape()));
-            std::vector<int64_t> a;
-            std::vector<double> r, t;
-            tfdqn::CheckVector(actions, "actions", "iu", "integers", n, &a);
-            tfdqn::CheckVector(rewards, "rewards", "fiub", "real numbers", n, &r);
-            tfdqn::CheckVector(terminals, "terminals", "biuf", "booleans (or 0/1)", n, &t);
+            const auto a = tfdqn::CheckVector<int64_t>(actions, "actions", "iu", "integers", n);
+            const auto r =
+                tfdqn::CheckVector<double>(rewards, "rewards", "fiub", "real numbers", n);
+            const auto t =
+                tfdqn::CheckVector<double>(terminals, "terminals", "biuf", "booleans (or 0/1)", n);
             const uint8_t* data = static_cast<const uint8_t*>(f.data());
             if (n * self.frame_bytes() < (int64_t{1} << 16)) {
               // Releasing the GIL costs more than copying a few frames.
@@ -428,16 +375,6 @@ PYBIND11_MODULE(_replay, m) {
             self.Save(p);
           },
           py::arg("path"))
-      .def(
-          "_save_with_failure",
-          [](const ReplayMemory& self, py::handle path, int64_t fail_after_bytes) {
-            const std::string p = tfdqn::FsPath(path);
-            py::gil_scoped_release release;
-            self.Save(p, fail_after_bytes);
-          },
-          py::arg("path"), py::arg("fail_after_bytes"),
-          "Test hook: save, but fail with an I/O error once fail_after_bytes "
-          "bytes of the temporary file are written.")
       .def_static(
           "load",
           [](py::handle path) {
@@ -451,19 +388,11 @@ PYBIND11_MODULE(_replay, m) {
           },
           py::arg("path"))
       .def("__repr__", [](const ReplayMemory& self) {
-        std::ostringstream os;
-        os << "ReplayMemory(capacity=" << self.capacity() << ", frame_shape=(" <<
-            [&] {
-              std::ostringstream d;
-              for (size_t i = 0; i < self.frame_shape().size(); ++i) {
-                d << (i ? ", " : "") << self.frame_shape()[i];
-              }
-              if (self.frame_shape().size() == 1) d << ",";
-              return d.str();
-            }()
-           << "), history=" << self.history() << ", num_envs=" << self.num_envs() << ") with "
-           << self.size() << " entries";
-        return os.str();
+        return "ReplayMemory(capacity=" + std::to_string(self.capacity()) + ", frame_shape=" +
+               py::repr(tfdqn::ShapeTuple(self.frame_shape())).cast<std::string>() +
+               ", history=" + std::to_string(self.history()) +
+               ", num_envs=" + std::to_string(self.num_envs()) + ") with " +
+               std::to_string(self.size()) + " entries";
       });
 
   m.def(

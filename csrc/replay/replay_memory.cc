@@ -503,23 +503,13 @@ std::string ErrnoText(int err) { return std::strerror(err); }
 
 class FileWriter {
  public:
-  FileWriter(int fd, const std::string& tmp_path, const std::string& path, int64_t fail_after_bytes)
-      : fd_(fd), tmp_path_(tmp_path), path_(path), fail_after_(fail_after_bytes) {}
+  FileWriter(int fd, const std::string& tmp_path, const std::string& path)
+      : fd_(fd), tmp_path_(tmp_path), path_(path) {}
 
   void Write(const void* data, size_t len) {
     const unsigned char* p = static_cast<const unsigned char*>(data);
     while (len > 0) {
-      size_t n = std::min(len, kIoChunk);
-      if (fail_after_ >= 0) {
-        if (written_ >= fail_after_) {
-          throw IoError(EIO,
-                        "save: simulated I/O error after " + std::to_string(written_) +
-                            " bytes of " + tmp_path_,
-                        path_);
-        }
-        n = std::min<size_t>(n, static_cast<size_t>(fail_after_ - written_));
-      }
-      const ssize_t k = ::write(fd_, p, n);
+      const ssize_t k = ::write(fd_, p, std::min(len, kIoChunk));
       if (k < 0) {
         if (errno == EINTR) continue;
         const int err = errno;
@@ -542,7 +532,6 @@ class FileWriter {
   int fd_;
   std::string tmp_path_;
   std::string path_;
-  int64_t fail_after_;
   int64_t written_ = 0;
   Xxh64 hash_;
 };
@@ -596,7 +585,7 @@ uint64_t HeaderBytes(uint64_t rank, uint64_t num_envs) {
 
 }  // namespace
 
-void ReplayMemory::Save(const std::string& path, int64_t fail_after_bytes) const {
+void ReplayMemory::Save(const std::string& path) const {
   if (!HostIsLittleEndian()) {
     throw std::runtime_error("save: big-endian hosts are not supported");
   }
@@ -624,7 +613,7 @@ void ReplayMemory::Save(const std::string& path, int64_t fail_after_bytes) const
   tmp = tmpl.data();
   try {
     fchmod(file.fd, 0644);
-    FileWriter out(file.fd, tmp, path, fail_after_bytes);
+    FileWriter out(file.fd, tmp, path);
     const uint64_t rank = frame_shape_.size();
     const uint64_t header_bytes = HeaderBytes(rank, num_envs_);
     uint64_t payload = 0;

@@ -127,9 +127,9 @@ class ReplayMemory {
   void ActingState(int64_t env_index, const uint8_t* next_frame, uint8_t* out) const;
 
   // Atomic: writes a temporary file in the same directory, fsyncs it,
-  // renames it over `path` and fsyncs the directory. fail_after_bytes >= 0 is
-  // a test hook that simulates an I/O error once that many bytes are written.
-  void Save(const std::string& path, int64_t fail_after_bytes = -1) const;
+  // renames it over `path` and fsyncs the directory; on any error the temporary
+  // file is removed and `path` is left as it was.
+  void Save(const std::string& path) const;
   static std::unique_ptr<ReplayMemory> Load(const std::string& path);
 
   int64_t capacity() const { return capacity_; }
