@@ -1,6 +1,8 @@
-// The op's hyperparameter attributes and the run-time shape checks: one source for each
-// rule and its message, used by the shape function, the native kernels (CPU, CUDA) and the
-// XLA lowerings.
+// The op's hyperparameter checks and the run-time shape checks: one source for each rule
+// and its message, used by the shape functions, the native kernels (CPU, CUDA) and the XLA
+// lowerings of both op versions: DqnTargets (discount, r_max and clip_delta as float32
+// attributes) and DqnTargetsV2 (the same as inputs of the accumulator type: a per-row
+// discount, and float64 precision for float64 q).
 #ifndef TFDQN_DQN_TARGETS_ATTRS_H_
 #define TFDQN_DQN_TARGETS_ATTRS_H_
 
@@ -14,19 +16,28 @@
 
 namespace tfdqn {
 
-inline absl::Status CheckHyperparameters(float discount, float r_max, float clip_delta) {
-  if (!(discount >= 0.0f && discount <= 1.0f)) {
+inline absl::Status CheckDiscount(double discount) {
+  if (!(discount >= 0.0 && discount <= 1.0)) {
     return absl::InvalidArgumentError(
         absl::StrCat("discount: expected a value in [0, 1], got ", discount));
   }
-  if (!(r_max > 0.0f)) {
+  return absl::OkStatus();
+}
+
+inline absl::Status CheckScaleAndClip(double r_max, double clip_delta) {
+  if (!(r_max > 0.0) || r_max - r_max != 0.0) {
     return absl::InvalidArgumentError(absl::StrCat("r_max: expected a value > 0, got ", r_max));
   }
-  if (!(clip_delta >= 0.0f)) {
+  if (!(clip_delta >= 0.0) || clip_delta - clip_delta != 0.0) {
     return absl::InvalidArgumentError(
         absl::StrCat("clip_delta: expected a value >= 0 (0 disables clipping), got ", clip_delta));
   }
   return absl::OkStatus();
+}
+
+inline absl::Status CheckHyperparameters(double discount, double r_max, double clip_delta) {
+  TF_RETURN_IF_ERROR(CheckDiscount(discount));
+  return CheckScaleAndClip(r_max, clip_delta);
 }
 
 // The dimensions of one input as the checks see them, whoever holds the shape (a Tensor's
@@ -73,6 +84,30 @@ inline absl::Status CheckForwardShapes(const Dims (&inputs)[6], int64_t* batch,
   return absl::OkStatus();
 }
 
+// DqnTargetsV2's hyperparameter inputs: discount [] or [batch]; r_max and clip_delta [].
+inline absl::Status CheckParamShapes(const Dims& discount, const Dims& r_max,
+                                     const Dims& clip_delta, int64_t batch) {
+  if (!(discount.empty() || (discount.size() == 1 && discount[0] == batch))) {
+    return absl::InvalidArgumentError(absl::StrCat("discount: expected a scalar or shape [", batch,
+                                                   "] (the batch size of q), got ",
+                                                   DimsString(discount)));
+  }
+  if (!r_max.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("r_max: expected a scalar, got shape ", DimsString(r_max)));
+  }
+  if (!clip_delta.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("clip_delta: expected a scalar, got shape ", DimsString(clip_delta)));
+  }
+  return absl::OkStatus();
+}
+
+// The message for row i whose discount is outside [0, 1] (the CPU kernel raises it).
+inline std::string BadDiscountMessage(int64_t i, double value) {
+  return absl::StrCat("discount[", i, "] = ", value, " is not in [0, 1]");
+}
+
 // Run-time shape checks of the gradient op: grad_loss [B] and targets [B, A].
 inline absl::Status CheckGradShapes(const Dims& grad_loss, const Dims& targets) {
   if (targets.size() != 2) {
@@ -89,16 +124,21 @@ inline absl::Status CheckGradShapes(const Dims& grad_loss, const Dims& targets) 
 
 // Attributes of the forward op, read and checked once when a kernel is constructed (the
 // shape function already rejected bad values when the graph was built; this covers graphs
-// built without shape inference).
+// built without shape inference). DqnTargets has the hyperparameters as float32
+// attributes (params_are_inputs false); DqnTargetsV2 has them as inputs 6, 7 and 8.
 struct ForwardAttrs {
-  float discount = 0, r_max = 0, clip_delta = 0;
+  static constexpr int kDiscountInput = 6, kRMaxInput = 7, kClipDeltaInput = 8;
+  bool params_are_inputs = false;
+  float discount = 0, r_max = 0, clip_delta = 0;  // DqnTargets only
   bool double_dqn = false;
 
   explicit ForwardAttrs(::tensorflow::OpKernelConstruction* ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("double_dqn", &double_dqn));
+    params_are_inputs = ctx->num_inputs() > kDiscountInput;
+    if (params_are_inputs) return;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("discount", &discount));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("r_max", &r_max));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("clip_delta", &clip_delta));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("double_dqn", &double_dqn));
     OP_REQUIRES_OK(ctx, CheckHyperparameters(discount, r_max, clip_delta));
   }
 };

@@ -92,6 +92,7 @@ __global__ void ForwardTileKernel(const T* __restrict__ q, const T* __restrict__
                                   const IndexT* __restrict__ actions, const T* __restrict__ rewards,
                                   const TT* __restrict__ terminals, int64_t batch, int num_actions,
                                   TargetParams<typename Accumulator<T>::type> params,
+                                  Discounts<typename Accumulator<T>::type> discounts,
                                   T* __restrict__ loss, T* __restrict__ targets,
                                   T* __restrict__ delta, T* __restrict__ q_next_max) {
   extern __shared__ uint4 shared_raw[];
@@ -132,8 +133,8 @@ __global__ void ForwardTileKernel(const T* __restrict__ q, const T* __restrict__
       const int off = lane * num_actions;
       DqnTargetsRow<T, TT, IndexT>(q_s + off, q_next_s + off,
                                    q_next_online ? q_next_online_s + off : nullptr, action, reward,
-                                   terminal, num_actions, params, targets_s + off, loss + i,
-                                   delta + i, q_next_max + i);
+                                   terminal, num_actions, RowParams(params, discounts, i),
+                                   targets_s + off, loss + i, delta + i, q_next_max + i);
     }
     __syncwarp();
     WarpCopy(targets + base, targets_s, bytes, lane);
@@ -178,7 +179,8 @@ __global__ void ForwardWarpPerRowKernel(
     const T* __restrict__ q, const T* __restrict__ q_next, const T* __restrict__ q_next_online,
     const IndexT* __restrict__ actions, const T* __restrict__ rewards,
     const TT* __restrict__ terminals, int64_t batch, int64_t num_actions,
-    TargetParams<typename Accumulator<T>::type> params, T* __restrict__ loss,
+    TargetParams<typename Accumulator<T>::type> params,
+    Discounts<typename Accumulator<T>::type> discounts, T* __restrict__ loss,
     T* __restrict__ targets, T* __restrict__ delta, T* __restrict__ q_next_max) {
   using Acc = typename Accumulator<T>::type;
   const int lane = threadIdx.x % kWarp;
@@ -208,9 +210,11 @@ __global__ void ForwardWarpPerRowKernel(
         next_value = select.index >= 0 ? static_cast<Acc>(q_next[off + select.index]) : Acc(0);
       }
       const Acc q_taken = action_ok ? static_cast<Acc>(q[off + action]) : Acc(0);
-      RowResult<Acc> r =
-          FinishRow<Acc>(q_taken, next_value, static_cast<Acc>(rewards[i]),
-                         static_cast<Acc>(terminals[i]), finite && action_ok, params);
+      const TargetParams<Acc> row_params = RowParams(params, discounts, i);
+      const bool discount_ok = DiscountInRange(row_params.discount);
+      RowResult<Acc> r = FinishRow<Acc>(q_taken, next_value, static_cast<Acc>(rewards[i]),
+                                        static_cast<Acc>(terminals[i]),
+                                        finite && action_ok && discount_ok, row_params);
       loss[i] = static_cast<T>(r.loss);
       delta[i] = static_cast<T>(r.delta);
       q_next_max[i] = static_cast<T>(r.q_next_max);
@@ -275,6 +279,7 @@ const char* LaunchForwardTyped(const ForwardArgs& a, cudaStream_t stream) {
   if (const char* err = GetDeviceShape(&dev)) return err;
   const TargetParams<Acc> params{static_cast<Acc>(a.discount), static_cast<Acc>(a.r_max),
                                  static_cast<Acc>(a.clip_delta)};
+  const Discounts<Acc> discounts{static_cast<const Acc*>(a.discounts), a.discount_stride};
   const T* q = static_cast<const T*>(a.q);
   const T* q_next = static_cast<const T*>(a.q_next);
   const T* q_next_online = static_cast<const T*>(a.q_next_online);
@@ -297,14 +302,14 @@ const char* LaunchForwardTyped(const ForwardArgs& a, cudaStream_t stream) {
     ForwardTileKernel<T, TT, IndexT>
         <<<static_cast<unsigned>(GridFor(blocks, threads, dev)), threads, shared, stream>>>(
             q, q_next, q_next_online, actions, rewards, terminals, a.batch,
-            static_cast<int>(a.num_actions), params, loss, targets, delta, q_next_max);
+            static_cast<int>(a.num_actions), params, discounts, loss, targets, delta, q_next_max);
   } else {
     const int64_t rows_per_block = kWarpRowThreads / kWarp;
     const int64_t blocks = (a.batch + rows_per_block - 1) / rows_per_block;
     ForwardWarpPerRowKernel<T, TT, IndexT>
         <<<static_cast<unsigned>(GridFor(blocks, kWarpRowThreads, dev)), kWarpRowThreads, 0,
            stream>>>(q, q_next, q_next_online, actions, rewards, terminals, a.batch, a.num_actions,
-                     params, loss, targets, delta, q_next_max);
+                     params, discounts, loss, targets, delta, q_next_max);
   }
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? nullptr : cudaGetErrorString(e);

@@ -14,12 +14,16 @@ namespace tfdqn {
 enum class DType : int { kHalf = 0, kBFloat16 = 1, kFloat = 2, kDouble = 3, kBool = 4 };
 
 struct ForwardArgs {
-  DType dtype;           // of q, q_next, q_next_online, rewards and every output
-  DType terminal_dtype;  // kBool or dtype
-  bool actions_int64;    // actions are int64 (else int32)
-  int64_t batch;         // B >= 0
-  int64_t num_actions;   // A >= 1
-  float discount, r_max, clip_delta;
+  DType dtype;                         // of q, q_next, q_next_online, rewards and every output
+  DType terminal_dtype;                // kBool or dtype
+  bool actions_int64;                  // actions are int64 (else int32)
+  int64_t batch;                       // B >= 0
+  int64_t num_actions;                 // A >= 1
+  double discount, r_max, clip_delta;  // exact for float64 dtype, else float32 values
+  // Per-row discounts in device memory, of the accumulator type (double for kDouble, else
+  // float): row i uses discounts[i * discount_stride]. Null: `discount` for every row.
+  const void* discounts;
+  int64_t discount_stride;
   const void* q;              // [B, A]
   const void* q_next;         // [B, A]
   const void* q_next_online;  // [B, A], or null for plain DQN (max over q_next)
@@ -41,9 +45,10 @@ struct GradArgs {
 };
 
 // One kernel launch each (none when B == 0). Return null on success, else a static
-// error string (the CUDA error of the launch). An action outside [0, A) cannot be reported
-// from the device without a synchronisation, so that row's loss, delta, q_next_max and
-// whole targets row become NaN: never an out-of-bounds access, never a plausible number.
+// error string (the CUDA error of the launch). An action outside [0, A) or a discount
+// outside [0, 1] cannot be reported from the device without a synchronisation, so that
+// row's loss, delta, q_next_max and whole targets row become NaN: never an out-of-bounds
+// access, never a plausible number.
 const char* LaunchDqnTargetsForward(const ForwardArgs& args, void* stream);
 const char* LaunchDqnTargetsGrad(const GradArgs& args, void* stream);
 

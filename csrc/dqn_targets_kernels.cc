@@ -36,10 +36,36 @@ Dims DimsOf(const Tensor& t) {
   return Dims(sizes.begin(), sizes.end());
 }
 
-absl::Status ValidateForwardInputs(OpKernelContext* ctx, int64_t* batch, int64_t* num_actions) {
+absl::Status ValidateForwardInputs(OpKernelContext* ctx, const ForwardAttrs& attrs, int64_t* batch,
+                                   int64_t* num_actions) {
   const Dims inputs[6] = {DimsOf(ctx->input(0)), DimsOf(ctx->input(1)), DimsOf(ctx->input(2)),
                           DimsOf(ctx->input(3)), DimsOf(ctx->input(4)), DimsOf(ctx->input(5))};
-  return CheckForwardShapes(inputs, batch, num_actions);
+  TF_RETURN_IF_ERROR(CheckForwardShapes(inputs, batch, num_actions));
+  if (!attrs.params_are_inputs) return absl::OkStatus();
+  return CheckParamShapes(DimsOf(ctx->input(ForwardAttrs::kDiscountInput)),
+                          DimsOf(ctx->input(ForwardAttrs::kRMaxInput)),
+                          DimsOf(ctx->input(ForwardAttrs::kClipDeltaInput)), *batch);
+}
+
+// The batch's hyperparameters in the accumulator type and where each row's discount comes
+// from: the attributes (DqnTargets), or the inputs (DqnTargetsV2; r_max and clip_delta in
+// host memory on every device, the discount where the data is).
+template <typename Acc>
+absl::Status ReadParams(OpKernelContext* ctx, const ForwardAttrs& attrs, TargetParams<Acc>* params,
+                        Discounts<Acc>* discounts) {
+  if (!attrs.params_are_inputs) {
+    *params = TargetParams<Acc>{static_cast<Acc>(attrs.discount), static_cast<Acc>(attrs.r_max),
+                                static_cast<Acc>(attrs.clip_delta)};
+    *discounts = Discounts<Acc>{};
+    return absl::OkStatus();
+  }
+  const Acc r_max = ctx->input(ForwardAttrs::kRMaxInput).scalar<Acc>()();
+  const Acc clip_delta = ctx->input(ForwardAttrs::kClipDeltaInput).scalar<Acc>()();
+  TF_RETURN_IF_ERROR(CheckScaleAndClip(r_max, clip_delta));
+  *params = TargetParams<Acc>{Acc(0), r_max, clip_delta};
+  const Tensor& discount = ctx->input(ForwardAttrs::kDiscountInput);
+  *discounts = Discounts<Acc>{discount.flat<Acc>().data(), discount.dims() == 0 ? 0 : 1};
+  return absl::OkStatus();
 }
 
 struct ForwardOutputs {
@@ -137,10 +163,11 @@ struct ForwardRowArgs {
   T* q_next_max;
   int64_t num_actions;
   TargetParams<typename Accumulator<T>::type> params;
+  Discounts<typename Accumulator<T>::type> discounts;
 };
 
-// Rows [begin, end) of the forward op; returns the first row with an out-of-range action
-// (or the int64 maximum). A plain function over a local copy of the pointers: written as a
+// Rows [begin, end) of the forward op; returns the first row with an out-of-range action or
+// discount (or the int64 maximum). A plain function over a local copy of the pointers: written as a
 // lambda reading them through by-reference captures, perf showed g++ reloading them from
 // the closure inside the row loop.
 template <int64_t kA, typename T, typename TT, typename IndexT>
@@ -152,9 +179,10 @@ int64_t ForwardRows(const ForwardRowArgs<T, TT, IndexT>& args, int64_t begin, in
     const int64_t off = i * A;
     const RowStatus s = DqnTargetsRow<T, TT, IndexT>(
         a.q + off, a.q_next + off, a.q_next_online ? a.q_next_online + off : nullptr, a.actions[i],
-        a.rewards[i], a.terminals[i], A, a.params, a.targets + off, a.loss + i, a.delta + i,
-        a.q_next_max + i);
-    if (s == RowStatus::kBadAction && i < bad) bad = i;
+        a.rewards[i], a.terminals[i], A, RowParams(a.params, a.discounts, i), a.targets + off,
+        a.loss + i, a.delta + i, a.q_next_max + i);
+    const bool bad_row = s == RowStatus::kBadAction || s == RowStatus::kBadDiscount;
+    if (bad_row && i < bad) bad = i;
   }
   return bad;
 }
@@ -169,7 +197,7 @@ class DqnTargetsCpuOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     using Acc = typename Accumulator<T>::type;
     int64_t batch = 0, num_actions = 0;
-    OP_REQUIRES_OK(ctx, ValidateForwardInputs(ctx, &batch, &num_actions));
+    OP_REQUIRES_OK(ctx, ValidateForwardInputs(ctx, attrs_, &batch, &num_actions));
     ForwardOutputs out;
     OP_REQUIRES_OK(ctx, outputs_.Allocate(ctx, ::tensorflow::DataTypeToEnum<T>::value, batch,
                                           num_actions, &out));
@@ -187,9 +215,7 @@ class DqnTargetsCpuOp : public OpKernel {
     args.delta = out.delta->flat<T>().data();
     args.q_next_max = out.q_next_max->flat<T>().data();
     args.num_actions = num_actions;
-    args.params =
-        TargetParams<Acc>{static_cast<Acc>(attrs_.discount), static_cast<Acc>(attrs_.r_max),
-                          static_cast<Acc>(attrs_.clip_delta)};
+    OP_REQUIRES_OK(ctx, ReadParams<Acc>(ctx, attrs_, &args.params, &args.discounts));
 
     // First offending row, so the message is the same whatever the sharding.
     std::atomic<int64_t> first_bad_row{std::numeric_limits<int64_t>::max()};
@@ -220,10 +246,15 @@ class DqnTargetsCpuOp : public OpKernel {
     }
 
     const int64_t bad = first_bad_row.load();
-    OP_REQUIRES(ctx, bad == std::numeric_limits<int64_t>::max(),
-                absl::InvalidArgumentError(
-                    absl::StrCat("actions[", bad, "] = ", static_cast<int64_t>(args.actions[bad]),
-                                 " is not in [0, ", num_actions, ")")));
+    if (bad == std::numeric_limits<int64_t>::max()) return;
+    const int64_t action = static_cast<int64_t>(args.actions[bad]);
+    if (action < 0 || action >= num_actions) {
+      ctx->CtxFailure(absl::InvalidArgumentError(
+          absl::StrCat("actions[", bad, "] = ", action, " is not in [0, ", num_actions, ")")));
+    } else {
+      ctx->CtxFailure(absl::InvalidArgumentError(
+          BadDiscountMessage(bad, RowParams(args.params, args.discounts, bad).discount)));
+    }
   }
 
  private:
@@ -261,12 +292,19 @@ class DqnTargetsGradCpuOp : public OpKernel {
   }
 };
 
-#define TFDQN_REGISTER_CPU_FORWARD(T, TT, IndexT)                  \
-  REGISTER_KERNEL_BUILDER(Name("TfdqnOps>DqnTargets")              \
-                              .Device(::tensorflow::DEVICE_CPU)    \
-                              .TypeConstraint<T>("T")              \
-                              .TypeConstraint<TT>("Tterminal")     \
-                              .TypeConstraint<IndexT>("Tactions"), \
+#define TFDQN_REGISTER_CPU_FORWARD(T, TT, IndexT)                                        \
+  REGISTER_KERNEL_BUILDER(Name("TfdqnOps>DqnTargets")                                    \
+                              .Device(::tensorflow::DEVICE_CPU)                          \
+                              .TypeConstraint<T>("T")                                    \
+                              .TypeConstraint<TT>("Tterminal")                           \
+                              .TypeConstraint<IndexT>("Tactions"),                       \
+                          DqnTargetsCpuOp<T, TT, IndexT>);                               \
+  REGISTER_KERNEL_BUILDER(Name("TfdqnOps>DqnTargetsV2")                                  \
+                              .Device(::tensorflow::DEVICE_CPU)                          \
+                              .TypeConstraint<T>("T")                                    \
+                              .TypeConstraint<TT>("Tterminal")                           \
+                              .TypeConstraint<IndexT>("Tactions")                        \
+                              .TypeConstraint<typename Accumulator<T>::type>("Tparams"), \
                           DqnTargetsCpuOp<T, TT, IndexT>);
 #define TFDQN_REGISTER_CPU(T)                                                                  \
   TFDQN_REGISTER_CPU_FORWARD(T, bool, int32_t)                                                 \
@@ -325,7 +363,11 @@ class DqnTargetsGpuOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     int64_t batch = 0, num_actions = 0;
-    OP_REQUIRES_OK(ctx, ValidateForwardInputs(ctx, &batch, &num_actions));
+    OP_REQUIRES_OK(ctx, ValidateForwardInputs(ctx, attrs_, &batch, &num_actions));
+    using Acc = typename Accumulator<T>::type;
+    TargetParams<Acc> params;
+    Discounts<Acc> discounts;
+    OP_REQUIRES_OK(ctx, ReadParams<Acc>(ctx, attrs_, &params, &discounts));
     ForwardOutputs out;
     OP_REQUIRES_OK(ctx, AllocateForwardOutputs(ctx, batch, num_actions, &out));
     if (batch == 0) return;
@@ -335,9 +377,11 @@ class DqnTargetsGpuOp : public OpKernel {
     a.actions_int64 = sizeof(IndexT) == 8;
     a.batch = batch;
     a.num_actions = num_actions;
-    a.discount = attrs_.discount;
-    a.r_max = attrs_.r_max;
-    a.clip_delta = attrs_.clip_delta;
+    a.discount = params.discount;
+    a.r_max = params.r_max;
+    a.clip_delta = params.clip_delta;
+    a.discounts = discounts.values;  // device memory (or null: a.discount for every row)
+    a.discount_stride = discounts.stride;
     a.q = ctx->input(0).data();
     a.q_next = ctx->input(1).data();
     a.q_next_online = attrs_.double_dqn ? ctx->input(2).data() : nullptr;
@@ -380,12 +424,21 @@ class DqnTargetsGradGpuOp : public OpKernel {
   }
 };
 
-#define TFDQN_REGISTER_GPU_FORWARD(T, TT, IndexT)                  \
-  REGISTER_KERNEL_BUILDER(Name("TfdqnOps>DqnTargets")              \
-                              .Device(::tensorflow::DEVICE_GPU)    \
-                              .TypeConstraint<T>("T")              \
-                              .TypeConstraint<TT>("Tterminal")     \
-                              .TypeConstraint<IndexT>("Tactions"), \
+#define TFDQN_REGISTER_GPU_FORWARD(T, TT, IndexT)                                       \
+  REGISTER_KERNEL_BUILDER(Name("TfdqnOps>DqnTargets")                                   \
+                              .Device(::tensorflow::DEVICE_GPU)                         \
+                              .TypeConstraint<T>("T")                                   \
+                              .TypeConstraint<TT>("Tterminal")                          \
+                              .TypeConstraint<IndexT>("Tactions"),                      \
+                          DqnTargetsGpuOp<T, TT, IndexT>);                              \
+  REGISTER_KERNEL_BUILDER(Name("TfdqnOps>DqnTargetsV2")                                 \
+                              .Device(::tensorflow::DEVICE_GPU)                         \
+                              .TypeConstraint<T>("T")                                   \
+                              .TypeConstraint<TT>("Tterminal")                          \
+                              .TypeConstraint<IndexT>("Tactions")                       \
+                              .TypeConstraint<typename Accumulator<T>::type>("Tparams") \
+                              .HostMemory("r_max")                                      \
+                              .HostMemory("clip_delta"),                                \
                           DqnTargetsGpuOp<T, TT, IndexT>);
 #define TFDQN_REGISTER_GPU(T)                                                                  \
   TFDQN_REGISTER_GPU_FORWARD(T, bool, int32_t)                                                 \

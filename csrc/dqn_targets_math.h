@@ -7,11 +7,13 @@
 //
 // DQN 3.0 (NeuralQLearner.lua getQUpdate):
 //   q_next_max[i] = max_a q_next[i, a]                     (or double DQN selection)
-//   err[i]        = r[i] / r_max + discount * (1 - term[i]) * q_next_max[i] - q[i, a_i]
+//   err[i]        = r[i] / r_max + discount[i] * (1 - term[i]) * q_next_max[i] - q[i, a_i]
 //   delta[i]      = clamp(err[i], -clip_delta, clip_delta)  (clip_delta == 0: no clip)
 //   targets[i, :] = 0 except targets[i, a_i] = delta[i]
 //   loss[i]       = Huber_{clip_delta}(err[i])              (0.5 err^2 without clip)
-// so that d loss[i] / d q[i, a_i] = -delta[i] exactly.
+// so that d loss[i] / d q[i, a_i] = -delta[i] exactly. discount[i] is one value for the
+// batch or one per row (n-step returns cut short need gamma^k); a row whose discount is not
+// in [0, 1] is an error like an out-of-range action.
 #ifndef TFDQN_DQN_TARGETS_MATH_H_
 #define TFDQN_DQN_TARGETS_MATH_H_
 
@@ -45,16 +47,40 @@ struct Accumulator<double> {
   using type = double;
 };
 
-// Hyperparameters of the update, already in the accumulator type.
+// Hyperparameters of one row's update, already in the accumulator type (float64 inputs
+// get them at float64 precision).
 template <typename Acc>
 struct TargetParams {
-  Acc discount;    // gamma in [0, 1]
+  Acc discount;    // gamma in [0, 1]: the row's own, or the batch's (see Discounts)
   Acc r_max;       // rewards are divided by r_max (> 0)
   Acc clip_delta;  // >= 0; 0 disables clipping
 };
 
+// Where each row's discount comes from: TargetParams::discount for every row (values ==
+// null), or values[i * stride] (a [B] tensor with stride 1, a scalar tensor with stride 0).
+template <typename Acc>
+struct Discounts {
+  const Acc* values = nullptr;
+  int64_t stride = 0;
+};
+
+// The parameters of row i: the batch's, with the row's discount when there is one.
+template <typename Acc>
+TFDQN_HOSTDEVICE TargetParams<Acc> RowParams(const TargetParams<Acc>& batch,
+                                             const Discounts<Acc>& discounts, int64_t i) {
+  TargetParams<Acc> p = batch;
+  if (discounts.values != nullptr) p.discount = discounts.values[i * discounts.stride];
+  return p;
+}
+
 // What a row's computation found; the caller decides how to report it.
-enum class RowStatus : int { kOk = 0, kNonFinite = 1, kBadAction = 2 };
+enum class RowStatus : int { kOk = 0, kNonFinite = 1, kBadAction = 2, kBadDiscount = 3 };
+
+// False for NaN too (every comparison with NaN is false).
+template <typename Acc>
+TFDQN_HOSTDEVICE bool DiscountInRange(Acc discount) {
+  return discount >= Acc(0) && discount <= Acc(1);
+}
 
 // False for NaN and +-Inf without <cmath> (isfinite is not host+device everywhere) and
 // without relying on the compiler keeping NaN semantics beyond IEEE subtraction.
@@ -258,7 +284,8 @@ inline bool RowFinite<float, float>(const float* x, int64_t A) {
 // The whole forward for one row of A >= 1 actions. `q_next_online` is null for plain DQN.
 // Reads every input of the row (so a NaN anywhere in it is seen), writes the targets row
 // and the three per-row scalars. Never reads or writes outside the row, even for an
-// out-of-range action: that row's outputs become NaN and kBadAction is returned.
+// out-of-range action: that row's outputs become NaN and kBadAction is returned (for a
+// discount outside [0, 1]: NaN and kBadDiscount).
 // Terminal type TT may differ from T (bool or any float type).
 template <typename T, typename TT, typename IndexT>
 TFDQN_HOSTDEVICE RowStatus DqnTargetsRow(const T* q, const T* q_next, const T* q_next_online,
@@ -288,8 +315,10 @@ TFDQN_HOSTDEVICE RowStatus DqnTargetsRow(const T* q, const T* q_next, const T* q
     finite = finite && online_finite;
     next_value = static_cast<Acc>(q_next[best_index]);
   }
-  RowResult<Acc> r = FinishRow<Acc>(q_taken, next_value, static_cast<Acc>(reward),
-                                    static_cast<Acc>(terminal), finite && action_ok, p);
+  const bool discount_ok = DiscountInRange(p.discount);
+  RowResult<Acc> r =
+      FinishRow<Acc>(q_taken, next_value, static_cast<Acc>(reward), static_cast<Acc>(terminal),
+                     finite && action_ok && discount_ok, p);
   const T fill = static_cast<T>(TargetsFill(r));
   for (int64_t a = 0; a < A; ++a) targets[a] = fill;
   if (action_ok) targets[action] = static_cast<T>(r.delta);
@@ -297,6 +326,7 @@ TFDQN_HOSTDEVICE RowStatus DqnTargetsRow(const T* q, const T* q_next, const T* q
   *delta = static_cast<T>(r.delta);
   *q_next_max = static_cast<T>(r.q_next_max);
   if (!action_ok) return RowStatus::kBadAction;
+  if (!discount_ok) return RowStatus::kBadDiscount;
   return r.valid ? RowStatus::kOk : RowStatus::kNonFinite;
 }
 

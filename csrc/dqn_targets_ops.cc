@@ -45,8 +45,8 @@ absl::Status MergeNamed(InferenceContext* c, DimensionHandle a, DimensionHandle 
   return absl::OkStatus();
 }
 
-absl::Status DqnTargetsShape(InferenceContext* c) {
-  TF_RETURN_IF_ERROR(CheckHyperparameterAttrs(c));
+// The shapes both versions share: the six data inputs and the four outputs. Sets batch.
+absl::Status DataShapes(InferenceContext* c, DimensionHandle* batch_out) {
   ShapeHandle q, q_next, q_next_online, actions, rewards, terminals;
   TF_RETURN_IF_ERROR(WithRankNamed(c, 0, 2, "q", &q));
   TF_RETURN_IF_ERROR(WithRankNamed(c, 1, 2, "q_next", &q_next));
@@ -89,6 +89,43 @@ absl::Status DqnTargetsShape(InferenceContext* c) {
   c->set_output(1, c->Matrix(batch, num_actions));  // targets
   c->set_output(2, vec);                            // delta
   c->set_output(3, vec);                            // q_next_max
+  *batch_out = batch;
+  return absl::OkStatus();
+}
+
+absl::Status DqnTargetsShape(InferenceContext* c) {
+  TF_RETURN_IF_ERROR(CheckHyperparameterAttrs(c));
+  DimensionHandle batch;
+  return DataShapes(c, &batch);
+}
+
+absl::Status DqnTargetsV2Shape(InferenceContext* c) {
+  DimensionHandle batch;
+  TF_RETURN_IF_ERROR(DataShapes(c, &batch));
+  tensorflow::DataType t, t_params;
+  TF_RETURN_IF_ERROR(c->GetAttr("T", &t));
+  TF_RETURN_IF_ERROR(c->GetAttr("Tparams", &t_params));
+  const tensorflow::DataType acc =
+      t == tensorflow::DT_DOUBLE ? tensorflow::DT_DOUBLE : tensorflow::DT_FLOAT;
+  if (t_params != acc) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "discount, r_max, clip_delta: expected dtype ", tensorflow::DataTypeString(acc),
+        " (the op computes in it for q of dtype ", tensorflow::DataTypeString(t), "), got ",
+        tensorflow::DataTypeString(t_params)));
+  }
+  ShapeHandle discount = c->input(6), unused;
+  if (c->RankKnown(discount)) {
+    if (c->Rank(discount) > 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "discount: expected a scalar or shape [batch], got shape ", c->DebugString(discount)));
+    }
+    if (c->Rank(discount) == 1) {
+      TF_RETURN_IF_ERROR(
+          MergeNamed(c, batch, c->Dim(discount, 0), "batch size of q and discount", &batch));
+    }
+  }
+  TF_RETURN_IF_ERROR(WithRankNamed(c, 7, 0, "r_max", &unused));
+  TF_RETURN_IF_ERROR(WithRankNamed(c, 8, 0, "clip_delta", &unused));
   return absl::OkStatus();
 }
 
@@ -130,6 +167,35 @@ The fused DQN 3.0 target block (NeuralQLearner.lua getQUpdate) in one pass.
 q_next_online is read only when double_dqn is true (then q_next_max[i] =
 q_next[i, argmax_a q_next_online[i, a]], first index on ties); callers pass q_next
 again when it is false.
+)doc");
+
+// Version 2: the hyperparameters are inputs in the accumulator type (float32, or float64
+// for float64 q), so that float64 inputs get them at float64 precision and each row can
+// have its own discount (n-step returns). DqnTargets stays registered unchanged for graphs
+// and SavedModels that use it.
+REGISTER_OP("TfdqnOps>DqnTargetsV2")
+    .Input("q: T")
+    .Input("q_next: T")
+    .Input("q_next_online: T")
+    .Input("actions: Tactions")
+    .Input("rewards: T")
+    .Input("terminals: Tterminal")
+    .Input("discount: Tparams")
+    .Input("r_max: Tparams")
+    .Input("clip_delta: Tparams")
+    .Output("loss: T")
+    .Output("targets: T")
+    .Output("delta: T")
+    .Output("q_next_max: T")
+    .Attr("T: {half, bfloat16, float, double}")
+    .Attr("Tactions: {int32, int64}")
+    .Attr("Tterminal: {bool, half, bfloat16, float, double}")
+    .Attr("Tparams: {float, double}")
+    .Attr("double_dqn: bool = false")
+    .SetShapeFn(DqnTargetsV2Shape)
+    .Doc(R"doc(
+DqnTargets with discount (a scalar or one per row, in [0, 1]), r_max (> 0) and clip_delta
+(>= 0) as inputs of dtype float64 when T is float64, else float32.
 )doc");
 
 REGISTER_OP("TfdqnOps>DqnTargetsGrad")

@@ -8,9 +8,9 @@
 // compiled results equal the native kernels' (see tests/test_xla.py for what is checked).
 //
 // Differences from the native kernels, all forced by XLA:
-//  * An action outside [0, num_actions) cannot raise an error at run time. That row's
-//    loss, delta, q_next_max and WHOLE targets row become NaN (so its gradient is NaN
-//    too). Nothing is read or written out of bounds: q[i, a_i] is taken with a one-hot
+//  * An action outside [0, num_actions) (or a per-row discount outside [0, 1]) cannot raise
+//    an error at run time. That row's loss, delta, q_next_max and WHOLE targets row become
+//    NaN (so its gradient is NaN too). Nothing is read or written out of bounds: q[i, a_i] is taken with a one-hot
 //    select-and-reduce, never a gather. This is what the native GPU kernel does; the
 //    native CPU kernel raises InvalidArgumentError instead.
 //  * Signs of zeros: the maximum of a row whose largest value is a zero may come out as
@@ -70,12 +70,35 @@ absl::StatusOr<Dims> InputDims(XlaOpKernelContext* ctx, int index) {
 }
 
 // The native kernels' run-time shape checks (dqn_targets_attrs.h). Returns B and A.
-absl::Status ValidateForwardShapes(XlaOpKernelContext* ctx, int64_t* batch, int64_t* num_actions) {
+absl::Status ValidateForwardShapes(XlaOpKernelContext* ctx, const ForwardAttrs& attrs,
+                                   int64_t* batch, int64_t* num_actions) {
   Dims inputs[6];
   for (int i = 0; i < 6; ++i) {
     TF_ASSIGN_OR_RETURN(inputs[i], InputDims(ctx, i));
   }
-  return CheckForwardShapes(inputs, batch, num_actions);
+  TF_RETURN_IF_ERROR(CheckForwardShapes(inputs, batch, num_actions));
+  if (!attrs.params_are_inputs) return absl::OkStatus();
+  Dims params[3];
+  for (int i = 0; i < 3; ++i) {
+    TF_ASSIGN_OR_RETURN(params[i], InputDims(ctx, ForwardAttrs::kDiscountInput + i));
+  }
+  return CheckParamShapes(params[0], params[1], params[2], *batch);
+}
+
+// r_max and clip_delta: the attributes (DqnTargets), or DqnTargetsV2's inputs, which must
+// be known when compiling (they decide the HLO: clip_delta == 0 has no clip). dqn_targets
+// creates them as constants inside the traced function, so XLA resolves them; a value
+// only known at run time fails compilation with XLA's message naming the input.
+absl::Status ScaleAndClip(XlaOpKernelContext* ctx, const ForwardAttrs& attrs, double* r_max,
+                          double* clip_delta) {
+  if (!attrs.params_are_inputs) {
+    *r_max = attrs.r_max;
+    *clip_delta = attrs.clip_delta;
+    return absl::OkStatus();
+  }
+  TF_RETURN_IF_ERROR(ctx->ConstantInputAsFloatScalar(ForwardAttrs::kRMaxInput, r_max));
+  TF_RETURN_IF_ERROR(ctx->ConstantInputAsFloatScalar(ForwardAttrs::kClipDeltaInput, clip_delta));
+  return CheckScaleAndClip(*r_max, *clip_delta);
 }
 
 class DqnTargetsXlaOp : public XlaOpKernel {
@@ -84,7 +107,9 @@ class DqnTargetsXlaOp : public XlaOpKernel {
 
   void Compile(XlaOpKernelContext* ctx) override {
     int64_t B = 0, A = 0;
-    OP_REQUIRES_OK(ctx, ValidateForwardShapes(ctx, &B, &A));
+    OP_REQUIRES_OK(ctx, ValidateForwardShapes(ctx, attrs_, &B, &A));
+    double r_max_value = 0, clip_delta_value = 0;
+    OP_REQUIRES_OK(ctx, ScaleAndClip(ctx, attrs_, &r_max_value, &clip_delta_value));
     xla::XlaBuilder* b = ctx->builder();
     const xla::PrimitiveType out_type = ctx->input_xla_type(0);
     const xla::PrimitiveType acc = AccumulatorType(out_type);
@@ -144,21 +169,34 @@ class DqnTargetsXlaOp : public XlaOpKernel {
     const xla::XlaOp taken = xla::Eq(column, action, {0});  // all false for a bad action
     const xla::XlaOp q_taken = pick(taken, q);
 
+    // The discount: the attribute, or DqnTargetsV2's input (a scalar or one per row, in
+    // the accumulator type already); a row whose discount is outside [0, 1] is not valid.
+    xla::XlaOp discount = AccScalar(b, acc, attrs_.discount);
+    xla::XlaOp discount_ok = xla::ConstantR0<bool>(b, true);
+    if (attrs_.params_are_inputs) {
+      discount = ctx->Input(ForwardAttrs::kDiscountInput);
+      discount_ok = xla::And(xla::Ge(discount, AccScalar(b, acc, 0.0)),
+                             xla::Le(discount, AccScalar(b, acc, 1.0)));
+      if (ctx->InputShape(ForwardAttrs::kDiscountInput).dims() == 0) {
+        discount = xla::Broadcast(discount, {B});
+        discount_ok = xla::Broadcast(discount_ok, {B});
+      }
+    }
+
     // FinishRow of dqn_targets_math.h.
-    const xla::XlaOp valid = xla::And(xla::And(finite, action_ok),
+    const xla::XlaOp valid = xla::And(xla::And(xla::And(finite, action_ok), discount_ok),
                                       xla::And(xla::IsFinite(reward), xla::IsFinite(terminal)));
     // reward / r_max as a true division. XLA's algebraic simplifier rewrites a division by
     // a constant (or a broadcast constant) into a multiplication by its rounded reciprocal,
     // which differs from the native kernels in the last bit for most r_max. A divisor that
     // depends on the data (r_max in valid rows; 1 in rows that are NaN anyway) is not a
     // constant, so the division stays a division.
-    const xla::XlaOp r_max =
-        xla::Select(valid, xla::Broadcast(AccScalar(b, acc, attrs_.r_max), {B}),
-                    xla::Broadcast(AccScalar(b, acc, 1.0), {B}));
+    const xla::XlaOp r_max = xla::Select(valid, xla::Broadcast(AccScalar(b, acc, r_max_value), {B}),
+                                         xla::Broadcast(AccScalar(b, acc, 1.0), {B}));
     // Same order of operations as the native kernels (DQN 3.0's):
     // bootstrap = q_next_max * discount * (1 - terminal); err = r / r_max + bootstrap - q.
-    xla::XlaOp bootstrap = xla::Mul(xla::Mul(next_value, AccScalar(b, acc, attrs_.discount)),
-                                    xla::Sub(AccScalar(b, acc, 1.0), terminal));
+    xla::XlaOp bootstrap =
+        xla::Mul(xla::Mul(next_value, discount), xla::Sub(AccScalar(b, acc, 1.0), terminal));
     if (ctx->input_type(5) != tensorflow::DT_BOOL) {
       // XLA's backends let LLVM contract a multiply that feeds an add into one fused
       // multiply-add (a single rounding; the native kernels round twice). With
@@ -176,8 +214,8 @@ class DqnTargetsXlaOp : public XlaOpKernel {
     const xla::XlaOp half = AccScalar(b, acc, 0.5);
     xla::XlaOp delta = err;
     xla::XlaOp loss = xla::Mul(xla::Mul(half, err), err);
-    if (attrs_.clip_delta > 0.0f) {
-      const xla::XlaOp c = AccScalar(b, acc, attrs_.clip_delta);
+    if (clip_delta_value > 0.0) {
+      const xla::XlaOp c = AccScalar(b, acc, clip_delta_value);
       delta = xla::Clamp(xla::Neg(c), err, c);
       const xla::XlaOp abs_err = xla::Abs(err);
       loss =
@@ -226,6 +264,9 @@ class DqnTargetsGradXlaOp : public XlaOpKernel {
 
 // Type lists for the registrations (a braced list cannot go through the macro).
 std::vector<DataType> TerminalTypes(DataType t) { return {tensorflow::DT_BOOL, t}; }
+DataType ParamsType(DataType t) {
+  return t == tensorflow::DT_DOUBLE ? tensorflow::DT_DOUBLE : tensorflow::DT_FLOAT;
+}
 std::vector<DataType> ActionTypes() { return {tensorflow::DT_INT32, tensorflow::DT_INT64}; }
 std::vector<DataType> FloatTypes() {
   return {tensorflow::DT_HALF, tensorflow::DT_BFLOAT16, tensorflow::DT_FLOAT,
@@ -243,6 +284,14 @@ std::vector<DataType> FloatTypes() {
           .TypeConstraint<T>("T")                                                             \
           .TypeConstraint("Tterminal", TerminalTypes(::tensorflow::DataTypeToEnum<T>::value)) \
           .TypeConstraint("Tactions", ActionTypes()),                                         \
+      DqnTargetsXlaOp);                                                                       \
+  REGISTER_KERNEL_BUILDER(                                                                    \
+      Name("TfdqnOps>DqnTargetsV2")                                                           \
+          .Device(DEVICE)                                                                     \
+          .TypeConstraint<T>("T")                                                             \
+          .TypeConstraint("Tterminal", TerminalTypes(::tensorflow::DataTypeToEnum<T>::value)) \
+          .TypeConstraint("Tactions", ActionTypes())                                          \
+          .TypeConstraint("Tparams", ParamsType(::tensorflow::DataTypeToEnum<T>::value)),     \
       DqnTargetsXlaOp);
 #define TFDQN_REGISTER_XLA(DEVICE)                                                      \
   TFDQN_REGISTER_XLA_FORWARD(DEVICE, Eigen::half)                                       \

@@ -139,6 +139,7 @@ struct Case {
   double bad_action_fraction;  // rows whose action is out of range (must become NaN)
   bool ties;                   // small integer values so that argmax ties are common
   bool clip_boundary;          // err exactly +-clip_delta in some rows
+  bool per_row_discount;       // discounts[i] per row (gamma^k, 0, 1; bad ones with bad actions)
 };
 
 struct Tally {
@@ -199,14 +200,27 @@ bool RunCase(const Case& c, std::mt19937_64& rng) {
       actions[i] = static_cast<IndexT>((rng() % 2) ? A + static_cast<int64_t>(rng() % 3) : -1);
     }
   }
+  // Per-row discounts: gamma^k for k = 1..5, 0 and 1; out of [0, 1] (1.5, -0.5, NaN) in
+  // some rows of the cases that also test bad actions.
+  HostArray<Acc> discounts(c.per_row_discount ? B : 0);
+  for (int64_t i = 0; i < static_cast<int64_t>(discounts.size()); ++i) {
+    const int k = static_cast<int>(rng() % 7);
+    discounts[i] = k == 5 ? Acc(0) : k == 6 ? Acc(1) : static_cast<Acc>(std::pow(0.99, k + 1));
+    if (coin(rng) < c.bad_action_fraction) {
+      const int bad = static_cast<int>(rng() % 3);
+      discounts[i] = bad == 0 ? Acc(1.5) : bad == 1 ? Acc(-0.5) : static_cast<Acc>(NAN);
+    }
+  }
   // Host reference: the same per-row math, executed on the CPU.
   const tfdqn::TargetParams<Acc> p{static_cast<Acc>(c.discount), static_cast<Acc>(c.r_max),
                                    static_cast<Acc>(c.clip_delta)};
+  const tfdqn::Discounts<Acc> row_discounts{c.per_row_discount ? discounts.data() : nullptr, 1};
   HostArray<T> loss(B), targets(B * A), delta(B), qmax(B), grad_loss(B), grad_q(B * A);
   for (int64_t i = 0; i < B; ++i) {
     tfdqn::DqnTargetsRow<T, TT, IndexT>(
         &q[i * A], &q_next[i * A], c.double_dqn ? &q_online[i * A] : nullptr, actions[i],
-        rewards[i], terminals[i], A, p, &targets[i * A], &loss[i], &delta[i], &qmax[i]);
+        rewards[i], terminals[i], A, tfdqn::RowParams(p, row_discounts, i), &targets[i * A],
+        &loss[i], &delta[i], &qmax[i]);
     grad_loss[i] = static_cast<T>(uni(rng));
     for (int64_t a = 0; a < A; ++a) {
       grad_q[i * A + a] = tfdqn::DqnTargetsGradElement<T>(grad_loss[i], targets[i * A + a]);
@@ -215,6 +229,7 @@ bool RunCase(const Case& c, std::mt19937_64& rng) {
   DeviceBuffer<T> d_q(q), d_qn(q_next), d_qo(q_online), d_r(rewards), d_gl(grad_loss);
   DeviceBuffer<IndexT> d_a(actions);
   DeviceBuffer<TT> d_t(terminals);
+  DeviceBuffer<Acc> d_disc(discounts);
   DeviceBuffer<T> d_loss(B), d_targets(B * A), d_delta(B), d_qmax(B), d_grad(B * A);
   tfdqn::ForwardArgs f{DTypeOf<T>(),
                        DTypeOf<TT>(),
@@ -224,6 +239,8 @@ bool RunCase(const Case& c, std::mt19937_64& rng) {
                        c.discount,
                        c.r_max,
                        c.clip_delta,
+                       c.per_row_discount ? d_disc.ptr : nullptr,
+                       1,
                        d_q.ptr,
                        d_qn.ptr,
                        c.double_dqn ? d_qo.ptr : nullptr,
@@ -244,10 +261,12 @@ bool RunCase(const Case& c, std::mt19937_64& rng) {
   const double tol = sizeof(T) == 2 ? 1e-3 : (sizeof(T) == 4 ? 1e-6 : 1e-12);
   char buf[256];
   std::snprintf(buf, sizeof(buf),
-                "%s B=%lld A=%lld double=%d term=%s act=%s clip=%g nan=%g bad=%g ties=%d",
+                "%s B=%lld A=%lld double=%d term=%s act=%s clip=%g nan=%g bad=%g ties=%d "
+                "row_discount=%d",
                 NameOf<T>(), static_cast<long long>(B), static_cast<long long>(A), c.double_dqn,
                 sizeof(TT) == 1 ? "bool" : NameOf<T>(), sizeof(IndexT) == 8 ? "int64" : "int32",
-                c.clip_delta, c.nan_row_fraction, c.bad_action_fraction, c.ties);
+                c.clip_delta, c.nan_row_fraction, c.bad_action_fraction, c.ties,
+                c.per_row_discount);
   const std::string label(buf);
   bool ok = Same(d_loss.ToHost(), loss, tol, "loss", label) &&
             Same(d_delta.ToHost(), delta, tol, "delta", label) &&
@@ -293,6 +312,7 @@ std::vector<Case> ParityCases(bool quick) {
         c.bad_action_fraction = (variant == 3) ? 0.05 : 0.0;
         c.ties = (variant == 1) || (A == 2);
         c.clip_boundary = (variant == 2) || (variant == 0 && B >= 7);
+        c.per_row_discount = (k % 4) >= 2;
         cases.push_back(c);
       }
     }
@@ -367,9 +387,10 @@ void Benchmark(int max_log2_batch, bool* bandwidth_target_met) {
       CHECK_CUDA(cudaMemset(gl.ptr, 0, B * sizeof(float)));
       CHECK_CUDA(cudaMemset(act.ptr, 0, B * sizeof(int32_t)));
       CHECK_CUDA(cudaMemset(term.ptr, 0, B * sizeof(bool)));
-      tfdqn::ForwardArgs f{DType::kFloat, DType::kBool, false,    B,           A,         0.99f,
-                           1.0f,          1.0f,         q.ptr,    qn.ptr,      nullptr,   act.ptr,
-                           r.ptr,         term.ptr,     loss.ptr, targets.ptr, delta.ptr, qmax.ptr};
+      tfdqn::ForwardArgs f{DType::kFloat, DType::kBool, false,       B,         A,
+                           0.99,          1.0,          1.0,         nullptr,   0,
+                           q.ptr,         qn.ptr,       nullptr,     act.ptr,   r.ptr,
+                           term.ptr,      loss.ptr,     targets.ptr, delta.ptr, qmax.ptr};
       tfdqn::GradArgs g{DType::kFloat, B, A, gl.ptr, targets.ptr, grad.ptr};
       // Bytes each kernel must move at least (reads + writes).
       const double fwd_bytes = B * (3.0 * A * 4 + 4 + 4 + 1 + 3 * 4);
@@ -448,9 +469,9 @@ int main(int argc, char** argv) {
   DeviceBuffer<int32_t> a(32);
   DeviceBuffer<bool> t(32);
   CHECK_CUDA(cudaMemset(a.ptr, 0, 32 * sizeof(int32_t)));
-  tfdqn::ForwardArgs f{DType::kFloat, DType::kBool, false, 32,      18,      0.99f,
-                       1.0f,          1.0f,         q.ptr, q.ptr,   nullptr, a.ptr,
-                       v.ptr,         t.ptr,        v.ptr, out.ptr, v.ptr,   v.ptr};
+  tfdqn::ForwardArgs f{DType::kFloat, DType::kBool, false, 32,      18,    0.99,    1.0,
+                       1.0,           nullptr,      0,     q.ptr,   q.ptr, nullptr, a.ptr,
+                       v.ptr,         t.ptr,        v.ptr, out.ptr, v.ptr, v.ptr};
   tfdqn::GradArgs g{DType::kFloat, 32, 18, v.ptr, q.ptr, out.ptr};
   const int fwd_kernels =
       KernelNodesOf([&](cudaStream_t s) { CHECK_LAUNCH(tfdqn::LaunchDqnTargetsForward(f, s)); });

@@ -57,6 +57,36 @@ void TestBadActionRowStaysInBounds() {
         "in-range targets row");
 }
 
+void TestPerRowDiscounts() {
+  // Rows take discounts[i * stride]; out-of-range or NaN discounts are kBadDiscount with NaN
+  // outputs, in range ones (0 and 1 included) give r + discount * max(q_next) - q[a].
+  const float values[] = {0.0f, 1.0f, 0.25f, 1.5f, -0.5f, std::nanf("")};
+  const tfdqn::TargetParams<float> batch{0.99f, 1.0f, 0.0f};
+  const tfdqn::Discounts<float> per_row{values, 1};
+  for (int64_t i = 0; i < 6; ++i) {
+    const std::vector<float> q = {1.0f, 0.0f}, q_next = {2.0f, 4.0f};
+    std::vector<float> targets(2);
+    float loss, delta, q_next_max;
+    const auto p = tfdqn::RowParams(batch, per_row, i);
+    const auto status = tfdqn::DqnTargetsRow<float, bool, int32_t>(
+        q.data(), q_next.data(), nullptr, 0, 0.5f, false, 2, p, targets.data(), &loss, &delta,
+        &q_next_max);
+    if (i < 3) {
+      Check(status == tfdqn::RowStatus::kOk, "discount in [0, 1] accepted", i);
+      Check(delta == 0.5f + values[i] * 4.0f - 1.0f, "row discount used", i);
+    } else {
+      Check(status == tfdqn::RowStatus::kBadDiscount, "bad discount reported", i);
+      Check(std::isnan(loss) && std::isnan(targets[0]) && std::isnan(targets[1]),
+            "bad discount: NaN row", i);
+    }
+  }
+  // Stride 0 (a scalar tensor) and no values (the batch's discount) agree.
+  const float scalar = 0.99f;
+  Check(tfdqn::RowParams(batch, tfdqn::Discounts<float>{&scalar, 0}, 5).discount ==
+            tfdqn::RowParams(batch, tfdqn::Discounts<float>{}, 5).discount,
+        "scalar discount", 0);
+}
+
 void TestMergesMatchScan() {
   std::mt19937 rng(7);
   std::uniform_int_distribution<int> small(-2, 2);
@@ -120,6 +150,7 @@ void TestScanVariantsAgree() {
 
 int main() {
   TestBadActionRowStaysInBounds();
+  TestPerRowDiscounts();
   TestMergesMatchScan();
   TestScanVariantsAgree();
   std::printf("math_host_test: %s (%d failures)\n", failures ? "FAILED" : "PASSED", failures);

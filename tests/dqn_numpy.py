@@ -1,7 +1,8 @@
 """A numpy transcription of DQN 3.0's getQUpdate (NeuralQLearner.lua L180-237).
 
 Independent of TensorFlow and of the op: it follows the Lua line by line, in the
-accumulator precision (float32 for float16/bfloat16/float32 inputs, float64 for float64).
+accumulator precision (float32 for float16/bfloat16/float32 inputs, float64 for float64),
+hyperparameters included. `discount` may be one value or one per row (n-step returns).
 Lua indexes actions from 1; here from 0.
 """
 
@@ -20,16 +21,16 @@ def get_q_update(q_all, q2_all, a, r, term, *, discount, r_max, clip_delta, q2_o
     else:  # double DQN (not in DQN 3.0): first argmax of the online network's Q(s2, .)
         q2_max = q2_all[np.arange(len(q2_all)), np.argmax(q2_online.astype(acc), axis=1)]
     # q2 = q2_max:clone():mul(self.discount):cmul(term)
-    q2 = (q2_max * acc(np.float32(discount))) * term
+    q2 = (q2_max * np.asarray(discount).astype(acc)) * term
     # delta = r:clone():float(); if self.rescale_r then delta:div(self.r_max) end
-    delta = np.asarray(r).astype(acc) / acc(np.float32(r_max))
+    delta = np.asarray(r).astype(acc) / acc(r_max)
     delta = delta + q2
     # q[i] = q_all[i][a[i]]; delta:add(-1, q)
     q = q_all[np.arange(len(q_all)), a]
     err = delta - q
     delta = err.copy()
     if clip_delta > 0:
-        clip = acc(np.float32(clip_delta))
+        clip = acc(clip_delta)
         delta[delta >= clip] = clip
         delta[delta <= -clip] = -clip
         abs_err = np.abs(err)

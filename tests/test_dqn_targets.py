@@ -539,7 +539,7 @@ def test_both_ops_have_cpu_kernels_and_gpu_kernels_when_built_with_cuda():
     info = _loader.build_info()
     assert info["tensorflow"] == tf.__version__ and isinstance(info["cuda"], bool)
     built_with_cuda = info["cuda"]
-    for op in ("TfdqnOps>DqnTargets", "TfdqnOps>DqnTargetsGrad"):
+    for op in ("TfdqnOps>DqnTargets", "TfdqnOps>DqnTargetsV2", "TfdqnOps>DqnTargetsGrad"):
         devices = {k.device_type for k in kernels.get_registered_kernels_for_op(op).kernel}
         assert "CPU" in devices, op
         if built_with_cuda:

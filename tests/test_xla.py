@@ -19,7 +19,7 @@ import tfdqn_ops
 
 from op_inputs import conv_net_minibatch, make_inputs
 
-OPS = ("TfdqnOps>DqnTargets", "TfdqnOps>DqnTargetsGrad")
+OPS = ("TfdqnOps>DqnTargets", "TfdqnOps>DqnTargetsV2", "TfdqnOps>DqnTargetsGrad")
 DTYPES = [tf.float16, tf.bfloat16, tf.float32, tf.float64]
 # XLA against the native kernels. Both compute in float32 (float64) with the same order of
 # operations; the tolerance is what the task allows, the bit-exact test below is stricter.
@@ -165,7 +165,7 @@ def test_compiled_hlo_is_the_lowering_not_a_fallback():
     instructions = hlo_instructions(hlo)
     assert instructions, "no HLO instruction parsed"
     assert "custom-call" not in {op for op, _ in instructions}
-    forward = {op for op, t in instructions if t == "TfdqnOps>DqnTargets"}
+    forward = {op for op, t in instructions if t == "TfdqnOps>DqnTargetsV2"}
     grad = {op for op, t in instructions if t == "TfdqnOps>DqnTargetsGrad"}
     # The op's own HLO: row reductions (max, argmax, finiteness, the one-hot pick), the
     # one-hot compare and select, the true division by r_max, the conversions.

@@ -23,17 +23,32 @@ FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 INDEX_DTYPES = (tf.int32, tf.int64)
 
 
+def accumulator_dtype(dtype):
+    """The dtype the op computes in for q of `dtype`: float64 for float64, else float32."""
+    return tf.float64 if dtype == tf.float64 else tf.float32
+
+
+def is_scalar_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_hyperparameters(discount, r_max, clip_delta):
-    """Validates the scalar settings; returns them as Python floats."""
+    """Validates the scalar settings; returns them as Python floats. `discount` may also be
+    a tensor (checked by prepare_discount) and is then returned as it is."""
     values = {}
-    for name, value in (("discount", discount), ("r_max", r_max), ("clip_delta", clip_delta)):
+    settings = (("r_max", r_max), ("clip_delta", clip_delta))
+    if is_scalar_number(discount) or isinstance(discount, (str, bytes, type(None), bool)):
+        settings = (("discount", discount),) + settings
+    else:
+        values["discount"] = discount
+    for name, value in settings:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ValueError(f"{name}: expected a real number, got {value!r}")
         value = float(value)
         if not math.isfinite(value):
             raise ValueError(f"{name}: expected a finite number, got {value}")
         values[name] = value
-    if not 0.0 <= values["discount"] <= 1.0:
+    if is_scalar_number(values["discount"]) and not 0.0 <= values["discount"] <= 1.0:
         raise ValueError(f"discount: expected a value in [0, 1], got {values['discount']}")
     if not values["r_max"] > 0.0:
         raise ValueError(f"r_max: expected a value > 0, got {values['r_max']}")
@@ -44,6 +59,10 @@ def check_hyperparameters(discount, r_max, clip_delta):
 
 
 def _to_tensor(name, value, dtype_hint=None):
+    # The hint is for Python numbers and lists; an array keeps its own dtype (TensorFlow
+    # would otherwise turn a float64 numpy array into float32 when hinted so).
+    if hasattr(value, "dtype"):
+        dtype_hint = None
     try:
         return tf.convert_to_tensor(value, dtype_hint=dtype_hint)
     except (TypeError, ValueError) as e:
@@ -84,3 +103,21 @@ def prepare_inputs(q, q_next, actions, rewards, terminals, q_next_online):
                 f"terminals: expected dtype bool or a number type, got {terminals.dtype.name}")
         terminals = tf.cast(terminals, q.dtype)
     return q, q_next, actions, rewards, terminals, q_next_online
+
+
+def prepare_discount(discount, q):
+    """The discount as the op takes it: a Python float as is; a tensor (or array) of rank 0
+    or 1 in q's dtype or the accumulator dtype, converted to the accumulator dtype (exact:
+    float16 and bfloat16 values are float32 values). Values are checked by the op."""
+    if is_scalar_number(discount):
+        return float(discount)
+    acc = accumulator_dtype(q.dtype)
+    discount = _to_tensor("discount", discount, acc)
+    if discount.dtype not in (q.dtype, acc):
+        raise ValueError(f"discount: expected a Python float or a tensor of dtype "
+                         f"{q.dtype.name} (the dtype of q) or {acc.name}, got "
+                         f"{discount.dtype.name}")
+    if discount.shape.rank is not None and discount.shape.rank > 1:
+        raise ValueError(f"discount: expected a scalar or shape [batch], got shape "
+                         f"{discount.shape}")
+    return tf.cast(discount, acc)

@@ -6,8 +6,9 @@ import tensorflow as tf
 
 from tfdqn_ops import _common, _loader, reference
 
-_OP_NAME = "TfdqnOps>DqnTargets"
-_GRAD_OP_NAME = "TfdqnOps>DqnTargetsGrad"
+# DqnTargetsV2 takes discount, r_max and clip_delta as inputs (per-row discounts, float64
+# precision); DqnTargets (float32 attributes) stays registered for graphs that hold it.
+_OP_NAMES = ("TfdqnOps>DqnTargets", "TfdqnOps>DqnTargetsV2")
 
 
 def dqn_targets(q, q_next, actions, rewards, terminals, *, discount=0.99, r_max=1.0,
@@ -19,7 +20,7 @@ def dqn_targets(q, q_next, actions, rewards, terminals, *, discount=0.99, r_max=
         q_next_max[i] = max_a q_next[i, a]
                         (double DQN: q_next[i, argmax_a q_next_online[i, a]], the FIRST
                         index among ties)
-        err[i]        = rewards[i] / r_max + discount * (1 - terminals[i]) * q_next_max[i]
+        err[i]        = rewards[i] / r_max + discount[i] * (1 - terminals[i]) * q_next_max[i]
                         - q[i, actions[i]]
         delta[i]      = clamp(err[i], -clip_delta, clip_delta)   (clip_delta = 0: no clip)
         targets[i, :] = 0, except targets[i, actions[i]] = delta[i]
@@ -41,7 +42,9 @@ def dqn_targets(q, q_next, actions, rewards, terminals, *, discount=0.99, r_max=
       rewards: Tensor [batch] of q's dtype (Python or numpy values are converted).
       terminals: Tensor [batch], bool or numbers (1 = terminal); a number type other than
         q's dtype is cast to it.
-      discount: gamma in [0, 1].
+      discount: gamma in [0, 1]: a Python float for the whole batch, or a Tensor of shape
+        [batch] (one per row, e.g. gamma^k for n-step returns cut short; 0 allowed) or []
+        of q's dtype or the dtype the op computes in (float32; float64 for float64 q).
       r_max: rewards are divided by r_max (> 0), DQN 3.0's rescale_r.
       clip_delta: >= 0; the TD error is clipped to +-clip_delta, and the loss is the Huber
         loss with that threshold. 0 disables clipping.
@@ -55,17 +58,21 @@ def dqn_targets(q, q_next, actions, rewards, terminals, *, discount=0.99, r_max=
       ValueError: bad hyperparameters or dtypes; bad ranks or mismatched sizes when the
         shapes are known while building a graph.
       tf.errors.InvalidArgumentError: at run time, for shapes that were not known before,
-        num_actions == 0, or an action outside [0, num_actions) on the CPU kernel (the
-        message names the first offending position and value).
+        num_actions == 0, or an action outside [0, num_actions) or a discount outside
+        [0, 1] on the CPU kernel (the message names the first offending position and
+        value).
 
     Notes:
-      discount, r_max and clip_delta are float32 op attributes: with float64 inputs they
-      act as their nearest float32 values. batch == 0 gives empty outputs. A row with any
+      The op computes in float32 (float16, bfloat16 and float32 inputs) or float64
+      (float64 inputs), and discount, r_max and clip_delta act at that precision: with
+      float64 inputs the results equal a float64 transcription of the formula. batch == 0
+      gives empty outputs. A row with any
       NaN or +-Inf among its inputs (any entry of q[i], q_next[i], q_next_online[i], or
       rewards[i], terminals[i]) gets NaN in all its outputs: never a crash, never a
       plausible number.
 
-      An action outside [0, num_actions), by where the op runs:
+      An action outside [0, num_actions) (or a per-row discount outside [0, 1]), by where
+      the op runs:
 
         native CPU kernel   raises InvalidArgumentError naming the first offending
                             position and value.
@@ -80,7 +87,8 @@ def dqn_targets(q, q_next, actions, rewards, terminals, *, discount=0.99, r_max=
       CPU the results equal the native kernels' bit for bit (tested; a zero maximum may
       differ in sign). The GPU lowering is the same HLO, registered but not yet run on a
       GPU. num_actions == 0 fails compilation. Shapes are static under XLA: each new
-      batch size compiles again.
+      batch size compiles again. r_max and clip_delta are compile-time constants there (a
+      per-row discount is data).
     """
     discount, r_max, clip_delta = _common.check_hyperparameters(discount, r_max, clip_delta)
     library = _loader.library()
@@ -90,13 +98,17 @@ def dqn_targets(q, q_next, actions, rewards, terminals, *, discount=0.99, r_max=
                                      q_next_online=q_next_online)
     q, q_next, actions, rewards, terminals, q_next_online = _common.prepare_inputs(
         q, q_next, actions, rewards, terminals, q_next_online)
+    discount = _common.prepare_discount(discount, q)
+    acc = _common.accumulator_dtype(q.dtype)
     double_dqn = q_next_online is not None
     # When double_dqn is False the op never reads q_next_online; passing q_next keeps one
     # signature (TF ops have no optional inputs) without allocating anything.
-    outputs = library.tfdqn_ops_dqn_targets(
+    outputs = library.tfdqn_ops_dqn_targets_v2(
         q=q, q_next=q_next, q_next_online=q_next_online if double_dqn else q_next,
-        actions=actions, rewards=rewards, terminals=terminals, discount=discount, r_max=r_max,
-        clip_delta=clip_delta, double_dqn=double_dqn)
+        actions=actions, rewards=rewards, terminals=terminals,
+        discount=tf.constant(discount, acc) if isinstance(discount, float) else discount,
+        r_max=tf.constant(r_max, acc), clip_delta=tf.constant(clip_delta, acc),
+        double_dqn=double_dqn)
     return _common.DqnTargets(*outputs)
 
 
@@ -105,18 +117,21 @@ def uses_compiled_op():
     return _loader.library() is not None
 
 
+def _dqn_targets_grad(op, grad_loss, grad_targets, grad_delta, grad_q_next_max):
+    # targets, delta and q_next_max are constants to autodiff: their upstream gradients are
+    # ignored by design (see the docstring); only q gets a gradient.
+    del grad_targets, grad_delta, grad_q_next_max
+    if grad_loss is None:
+        grad_q = None
+    else:
+        grad_q = _loader.library().tfdqn_ops_dqn_targets_grad(
+            grad_loss=grad_loss, targets=op.outputs[1])
+    return [grad_q] + [None] * (len(op.inputs) - 1)
+
+
 def _register_gradient():
-    @tf.RegisterGradient(_OP_NAME)
-    def _dqn_targets_grad(op, grad_loss, grad_targets, grad_delta, grad_q_next_max):
-        # targets, delta and q_next_max are constants to autodiff: their upstream
-        # gradients are ignored by design (see the docstring).
-        del grad_targets, grad_delta, grad_q_next_max
-        if grad_loss is None:
-            grad_q = None
-        else:
-            grad_q = _loader.library().tfdqn_ops_dqn_targets_grad(
-                grad_loss=grad_loss, targets=op.outputs[1])
-        return [grad_q, None, None, None, None, None]
+    for name in _OP_NAMES:
+        tf.RegisterGradient(name)(_dqn_targets_grad)
 
 
 if _loader.library() is not None:

@@ -2,20 +2,16 @@
 
 Composed from ordinary TF ops with `tf.stop_gradient` on the target, so plain autodiff of
 the summed loss gives the same gradient as the compiled op's registered gradient. It
-follows the compiled op's conventions exactly: hyperparameters rounded to float32 (they
-are float32 op attributes), float16/bfloat16 computed in float32, first index on argmax
-ties, and a row with any NaN/Inf input produces NaN in all of that row's outputs.
-Out-of-range actions raise InvalidArgumentError, as on the compiled CPU kernel.
+follows the compiled op's conventions exactly: float16/bfloat16 computed in float32 and the
+hyperparameters at the precision of the computation (float32, or float64 for float64
+inputs), first index on argmax ties, and a row with any NaN/Inf input produces NaN in all of
+that row's outputs. Out-of-range actions and discounts raise InvalidArgumentError, as on
+the compiled CPU kernel.
 """
 
-import numpy as np
 import tensorflow as tf
 
 from tfdqn_ops import _common
-
-
-def _accumulator(dtype):
-    return tf.float64 if dtype == tf.float64 else tf.float32
 
 
 def _row_all_finite(x):
@@ -28,9 +24,10 @@ def dqn_targets(q, q_next, actions, rewards, terminals, *, discount=0.99, r_max=
     discount, r_max, clip_delta = _common.check_hyperparameters(discount, r_max, clip_delta)
     q, q_next, actions, rewards, terminals, q_next_online = _common.prepare_inputs(
         q, q_next, actions, rewards, terminals, q_next_online)
+    discount = _common.prepare_discount(discount, q)
     _check_shapes(q, q_next, actions, rewards, terminals, q_next_online)
     dtype = q.dtype
-    acc = _accumulator(dtype)
+    acc = _common.accumulator_dtype(dtype)
     num_actions = tf.shape(q, out_type=actions.dtype)[1]
     tf.debugging.assert_greater(num_actions, tf.zeros([], actions.dtype),
                                 message="q: expected at least one action, got num_actions = 0")
@@ -38,10 +35,18 @@ def dqn_targets(q, q_next, actions, rewards, terminals, *, discount=0.99, r_max=
     tf.debugging.assert_less(actions, num_actions,
                              message="actions: values must be in [0, num_actions)")
 
-    # The attrs of the compiled op are float32; round the same way.
-    gamma = tf.constant(np.float32(discount), acc)
-    scale = tf.constant(np.float32(r_max), acc)
-    clip = tf.constant(np.float32(clip_delta), acc)
+    # The compiled op takes the hyperparameters in the accumulator type; round the same way.
+    gamma = tf.constant(discount, acc) if isinstance(discount, float) else discount
+    if gamma.shape.rank == 1 and q.shape.rank == 2 and None not in (gamma.shape[0], q.shape[0]) \
+            and gamma.shape[0] != q.shape[0]:
+        raise ValueError(f"discount: expected a scalar or shape [{q.shape[0]}] (the batch size "
+                         f"of q), got {gamma.shape}")
+    tf.debugging.assert_greater_equal(gamma, tf.zeros([], acc),
+                                      message="discount: values must be in [0, 1]")
+    tf.debugging.assert_less_equal(gamma, tf.ones([], acc),
+                                   message="discount: values must be in [0, 1]")
+    scale = tf.constant(r_max, acc)
+    clip = tf.constant(clip_delta, acc)
 
     q_acc = tf.cast(q, acc)
     q_next_acc = tf.stop_gradient(tf.cast(q_next, acc))
