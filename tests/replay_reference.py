@@ -139,9 +139,12 @@ def build_state(entries, history, frame_shape):
 class ReferenceReplay:
     """Same constructor and rules as tfdqn_ops.ReplayMemory."""
 
-    def __init__(self, capacity, frame_shape=(84, 84), history=4, num_envs=1, seed=0):
+    def __init__(self, capacity, frame_shape=(84, 84), history=4, num_envs=1, seed=0, *,
+                 n_step=1, discount=0.99):
         self.frame_shape = tuple(frame_shape)
         self.history = history
+        self.n_step = n_step
+        self.discount = discount
         self.num_envs = num_envs
         self.capacity = capacity
         base, extra = divmod(capacity, num_envs)
@@ -163,7 +166,7 @@ class ReferenceReplay:
         return sum(len(self.retained(e)) for e in range(self.num_envs))
 
     def candidates(self, e):
-        return max(0, len(self.retained(e)) - self.history)
+        return max(0, len(self.retained(e)) - self.history - self.n_step + 1)
 
     def is_valid(self, e, i):
         return not self.retained(e)[i + self.history - 1].terminal
@@ -180,6 +183,55 @@ class ReferenceReplay:
         s2 = build_state(entries[1:], h, self.frame_shape)
         last = entries[h - 1]
         return s, last.action, last.reward, s2, np.float32(entries[h].terminal)
+
+    def transition(self, e, t):
+        """The n-step transition whose s ends at retained entry t, written out: returns
+        (s, a, r, s2, term, discount, id). The return adds discount^k r_{t+k} (in float64)
+        until n rewards or until entry t+k+1 is terminal; s2 ends at the entry it reached."""
+        h, kept = self.history, self.retained(e)
+        s = build_state(kept[t - h + 1:t + 1], h, self.frame_shape)
+        ret, scale, m, ended = 0.0, 1.0, 0, False
+        while m < self.n_step and not ended:
+            ret += scale * float(kept[t + m].reward)
+            scale *= self.discount
+            ended = kept[t + m + 1].terminal
+            m += 1
+        s2 = build_state(kept[t + m - h + 1:t + m + 1], h, self.frame_shape)
+        sequence = len(self.streams[e]) - len(kept) + t
+        return (s, kept[t].action, np.float32(ret), s2, np.float32(ended),
+                np.float32(0.0 if ended else scale), sequence * self.num_envs + e)
+
+    def valid_transitions(self):
+        """(env, t) of every transition that can be drawn."""
+        return [(e, i + self.history - 1) for e, i in self.valid_windows()]
+
+    def sample_batch(self, batch_size):
+        """Uniform sample_batch: the same draws as sample, as (s, a, r, s2, term, discount,
+        index) arrays (weights are 1)."""
+        self.sample_windows_starts(batch_size)
+        rows = [self.transition(e, i + self.history - 1) for e, i in self.last_sampled]
+        dtypes = (None, np.int32, np.float32, None, np.float32, np.float32, np.int64)
+        return tuple(np.stack([row[k] for row in rows]) if dtype is None
+                     else np.array([row[k] for row in rows], dtype)
+                     for k, dtype in enumerate(dtypes))
+
+    def sample_windows_starts(self, batch_size):
+        if not self.valid_windows():
+            raise ValueError("no valid window")
+        counts = [self.candidates(e) for e in range(self.num_envs)]
+        total = sum(counts)
+        picked = []
+        for _ in range(batch_size):
+            while True:
+                u = self.rng.below(total)
+                e = 0
+                while u >= counts[e]:
+                    u -= counts[e]
+                    e += 1
+                if self.is_valid(e, u):
+                    picked.append((e, u))
+                    break
+        self.last_sampled = picked
 
     def sample(self, batch_size):
         if not self.valid_windows():

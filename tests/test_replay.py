@@ -539,10 +539,17 @@ def test_other_versions_and_foreign_files(tmp_path):
     data = saved_bytes(tmp_path)
     header_bytes = struct.unpack_from("<I", data, 12)[0]
     newer = bytearray(data)
-    struct.pack_into("<I", newer, 8, 2)
+    struct.pack_into("<I", newer, 8, 3)
     struct.pack_into("<Q", newer, header_bytes - 8, xxh64(bytes(newer[:header_bytes - 8])))
-    with pytest.raises(ValueError, match="unsupported file version 2"):
+    with pytest.raises(ValueError, match="unsupported file version 3 .*reads versions 1 and 2"):
         load_bytes(tmp_path, bytes(newer))
+    # A version-1 header relabelled as version 2 (which has more fields) does not add up.
+    relabelled = bytearray(data)
+    struct.pack_into("<I", relabelled, 8, 2)
+    struct.pack_into("<Q", relabelled, header_bytes - 8,
+                     xxh64(bytes(relabelled[:header_bytes - 8])))
+    with pytest.raises(ValueError, match="corrupted header"):
+        load_bytes(tmp_path, bytes(relabelled))
     for foreign in (b"", b"hello, world\n" * 10, np.random.default_rng(0).bytes(5000),
                     b"\x93NUMPY" + bytes(200), b"TFDQNRP"):
         with pytest.raises(ValueError, match="not a tfdqn replay memory file|truncated"):

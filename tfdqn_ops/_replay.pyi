@@ -1,12 +1,22 @@
 """Type stub of the compiled tfdqn_ops._replay module (docs: tfdqn_ops/replay.py)."""
 
 import os
-from typing import Optional, Sequence, Tuple, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
 
 _Path = Union[str, "os.PathLike[str]"]
+
+class ReplayBatch(NamedTuple):
+    s: npt.NDArray[np.uint8]
+    a: npt.NDArray[np.int32]
+    r: npt.NDArray[np.float32]
+    s2: npt.NDArray[np.uint8]
+    term: npt.NDArray[np.float32]
+    discount: npt.NDArray[np.float32]
+    index: npt.NDArray[np.int64]
+    weight: npt.NDArray[np.float32]
 
 class ReplayMemory:
     def __init__(
@@ -16,6 +26,10 @@ class ReplayMemory:
         history: int = 4,
         num_envs: int = 1,
         seed: int = 0,
+        *,
+        n_step: int = 1,
+        discount: float = 0.99,
+        priority_exponent: float = 0.0,
     ) -> None: ...
     def add(
         self,
@@ -33,6 +47,9 @@ class ReplayMemory:
         npt.NDArray[np.uint8],
         npt.NDArray[np.float32],
     ]: ...
+    def sample_batch(self, batch_size: int, importance_exponent: float = 1.0) -> ReplayBatch: ...
+    def update_priorities(self, indices: npt.ArrayLike, priorities: npt.ArrayLike) -> int: ...
+    def priorities(self, indices: npt.ArrayLike) -> npt.NDArray[np.float64]: ...
     def sample_into(
         self,
         s: npt.NDArray[np.uint8],
@@ -78,6 +95,14 @@ class ReplayMemory:
     def num_valid_windows(self) -> int: ...
     @property
     def rng_state(self) -> Tuple[int, int, int, int]: ...
+    @property
+    def n_step(self) -> int: ...
+    @property
+    def discount(self) -> float: ...
+    @property
+    def priority_exponent(self) -> float: ...
+    @property
+    def max_priority(self) -> float: ...
     def save(self, path: _Path) -> None: ...
     @staticmethod
     def load(path: _Path) -> "ReplayMemory": ...

@@ -23,6 +23,29 @@ measured memory and speed):
   of a state, once a terminal flag is met in an earlier slot, that slot and
   all older ones are zero frames.
 
+n-step returns (`n_step=n`, `discount=gamma`): the transition whose s ends at entry
+t has the return `R = sum_{k<m} gamma^k r_{t+k}` (summed in float64), where m = n, or
+m = k + 1 when entry t+k+1 is terminal (the return stops at the end of its episode); s2
+ends at entry t+m, `term` is entry t+m's flag and the bootstrap discount is 0 when it is
+set, else `gamma^m`. A transition is drawn only once entries t+1 .. t+n are stored, so no
+return crosses an episode, a stream or the ring's write position. `n_step=1` is exactly
+DQN 3.0's transition (the same draws for the same seed).
+
+Prioritized sampling (`priority_exponent=alpha > 0`; Schaul et al. 2016, "Prioritized
+Experience Replay", proportional variant): every valid transition has a priority p > 0
+(a new one the largest priority set so far, 1 at first) and is drawn with probability
+`P(i) = p_i^alpha / sum_j p_j^alpha`, from a sum tree over the slots, stratified (draw b
+of a batch of B comes from the b-th of B equal parts of the total). A transition that is
+not valid, or no longer (its history overwritten), has priority 0 and is never drawn.
+`sample_batch(B, importance_exponent=beta)` returns the transitions' ids
+(`index`) and importance weights `(N * P(i))^-beta / max_j (N * P(j))^-beta` over all N
+valid transitions (at most 1); `update_priorities(index, priorities)` sets new priorities
+(finite, > 0; e.g. |TD error| + a small epsilon). Ids of transitions overwritten since
+they were sampled are ignored (the count of priorities set is returned); an id this
+memory never returned, or a bad priority, raises ValueError before anything changes.
+Priorities and the two trees (sum and min) cost 40 bytes per transition: 1M Atari
+transitions take 7.107 GB in all.
+
 Acting: `acting_state(env_index, frame)` is the state an agent acts on when it
 observes `frame` (not yet stored: its action and reward are not known yet):
 the last `history - 1` stored frames of the stream plus `frame`, zeroed by the
@@ -37,13 +60,19 @@ of a saved file, so a loaded memory samples exactly what the saved one would.
 Save file (little-endian), written atomically (temporary file in the same
 directory, fsync, rename, fsync of the directory)::
 
-    "TFDQNRPL"  u32 version (1)  u32 header_bytes
+    "TFDQNRPL"  u32 version (1 or 2)  u32 header_bytes
     u64 capacity, history, num_envs, rank; u64 frame_shape[rank]
     u64 rng_state[4]; per stream: u64 size, u64 write_position
+    version 2: u64 n_step; f64 discount, priority_exponent, max_priority;
+               per stream: u64 entries ever added
     u64 payload_bytes; u64 XXH64(header so far)
     per stream: frames uint8[size, *frame_shape], actions int32[size],
-                rewards float32[size], terminals uint8[size]
+                rewards float32[size], terminals uint8[size],
+                (prioritized) priorities float64[size]
     u64 XXH64(all bytes above)  "TFDQNEND"
+
+Version 1 is written for DQN 3.0's configuration (n_step 1, uniform), so that older
+builds read those files; version 2 otherwise. Both are read.
 
 Threads: every method takes the memory's lock and releases the GIL while it
 copies frames, so a sampler thread runs beside the acting loop; `save` holds
@@ -65,7 +94,9 @@ Example::
 
 API (see also `_replay.pyi`):
 
-* `ReplayMemory(capacity, frame_shape=(84, 84), history=4, num_envs=1, seed=0)`
+* `ReplayMemory(capacity, frame_shape=(84, 84), history=4, num_envs=1, seed=0, *,
+  n_step=1, discount=0.99, priority_exponent=0.0)`; each stream needs room for
+  `history + n_step` entries.
 * `add(frames, actions, rewards, terminals)`: frames uint8
   `[num_envs, *frame_shape]`; actions integers in [0, 2**31), rewards finite
   reals, terminals bools (or 0/1), each of shape `[num_envs]`.
@@ -81,6 +112,14 @@ API (see also `_replay.pyi`):
   `[batch_size, history + 1, *frame_shape]`, `s = windows[:, :-1]`,
   `s2 = windows[:, 1:]` (s and s2 share their zeroing). 3/8 fewer bytes than
   s and s2 for history 4: the fastest way to feed a graph that slices them.
+* `sample_batch(batch_size, importance_exponent=1.0) -> ReplayBatch(s, a, r, s2, term,
+  discount, index, weight)`: any configuration. `discount` is the bootstrap discount
+  per sample (pass it to `dqn_targets(..., discount=batch.discount)`), `index` int64 ids
+  for `update_priorities`, `weight` float32 importance weights (1 when uniform). The
+  four methods above serve `n_step=1` with uniform sampling only (DQN 3.0's memory) and
+  raise ValueError otherwise.
+* `update_priorities(indices, priorities) -> int`, `priorities(indices)` (0 for ids no
+  longer valid), `n_step`, `discount`, `priority_exponent`, `max_priority`.
 * `acting_state(env_index, frame=None)` -> uint8 `[history, *frame_shape]`;
   `acting_states(frames=None, out=None)` -> uint8
   `[num_envs, history, *frame_shape]`.
@@ -91,6 +130,6 @@ API (see also `_replay.pyi`):
   memory).
 """
 
-from tfdqn_ops._replay import ReplayMemory
+from tfdqn_ops._replay import ReplayBatch, ReplayMemory
 
-__all__ = ["ReplayMemory"]
+__all__ = ["ReplayBatch", "ReplayMemory"]

@@ -71,7 +71,7 @@ py::array CheckFrames(py::handle obj, const char* name, const std::vector<int64_
 // A vector of `length` numbers of the allowed dtype kinds ('b', 'i', 'u', 'f'), read as T.
 template <typename T>
 std::vector<T> CheckVector(py::handle obj, const char* name, const std::string& kinds,
-                           const char* what, int64_t length) {
+                           const char* what, int64_t length, const char* length_is = "num_envs") {
   py::array arr = AsArray(obj);
   const char kind = arr.dtype().kind();
   if (kinds.find(kind) == std::string::npos) {
@@ -80,7 +80,7 @@ std::vector<T> CheckVector(py::handle obj, const char* name, const std::string& 
   }
   if (!HasShape(arr, {length})) {
     throw std::invalid_argument(std::string(name) + ": expected shape [" + std::to_string(length) +
-                                "] (num_envs), got " + ShapeOf(arr));
+                                "] (" + length_is + "), got " + ShapeOf(arr));
   }
   if constexpr (std::is_integral_v<T>) {
     // A cast would wrap uint64 values above int64's range into valid-looking ones.
@@ -191,14 +191,26 @@ PYBIND11_MODULE(_replay, m) {
     }
   });
 
+  m.attr("ReplayBatch") =
+      py::module_::import("collections")
+          .attr("namedtuple")("ReplayBatch", py::make_tuple("s", "a", "r", "s2", "term", "discount",
+                                                            "index", "weight"));
+  m.attr("ReplayBatch").attr("__module__") = "tfdqn_ops.replay";
+
   py::class_<ReplayMemory>(m, "ReplayMemory")
       .def(py::init([](int64_t capacity, py::handle frame_shape, int64_t history, int64_t num_envs,
-                       py::handle seed) {
+                       py::handle seed, int64_t n_step, double discount, double priority_exponent) {
+             tfdqn::ReplayOptions options;
+             options.n_step = n_step;
+             options.discount = discount;
+             options.priority_exponent = priority_exponent;
              return std::make_unique<ReplayMemory>(capacity, tfdqn::ParseShape(frame_shape),
-                                                   history, num_envs, tfdqn::ParseSeed(seed));
+                                                   history, num_envs, tfdqn::ParseSeed(seed),
+                                                   options);
            }),
            py::arg("capacity"), py::arg("frame_shape") = py::make_tuple(84, 84),
-           py::arg("history") = 4, py::arg("num_envs") = 1, py::arg("seed") = 0)
+           py::arg("history") = 4, py::arg("num_envs") = 1, py::arg("seed") = 0, py::kw_only(),
+           py::arg("n_step") = 1, py::arg("discount") = 0.99, py::arg("priority_exponent") = 0.0)
       .def(
           "add",
           [](ReplayMemory& self, py::handle frames, py::handle actions, py::handle rewards,
@@ -238,6 +250,65 @@ PYBIND11_MODULE(_replay, m) {
             return py::make_tuple(s, a, r, s2, term);
           },
           py::arg("batch_size"))
+      .def(
+          "sample_batch",
+          [](ReplayMemory& self, int64_t batch_size, double importance_exponent) {
+            self.CheckSampleable(batch_size);  // before allocating the batch
+            const auto state_shape =
+                tfdqn::Concat({batch_size, self.history()}, self.frame_shape());
+            py::array_t<uint8_t> s(state_shape), s2(state_shape);
+            py::array_t<int32_t> a(batch_size);
+            py::array_t<float> r(batch_size), term(batch_size), discount(batch_size),
+                weight(batch_size);
+            py::array_t<int64_t> index(batch_size);
+            const tfdqn::BatchColumns out{a.mutable_data(),     r.mutable_data(),
+                                          term.mutable_data(),  discount.mutable_data(),
+                                          index.mutable_data(), weight.mutable_data()};
+            {
+              py::gil_scoped_release release;
+              self.SampleBatchInto(batch_size, importance_exponent, s.mutable_data(),
+                                   s2.mutable_data(), out);
+            }
+            static py::object* batch_type = new py::object(
+                py::module_::import("tfdqn_ops._replay").attr("ReplayBatch"));  // leaked on purpose
+            return (*batch_type)(s, a, r, s2, term, discount, index, weight);
+          },
+          py::arg("batch_size"), py::arg("importance_exponent") = 1.0)
+      .def(
+          "update_priorities",
+          [](ReplayMemory& self, py::handle indices, py::handle priorities) {
+            py::array idx = tfdqn::AsArray(indices);
+            const int64_t n = idx.ndim() == 1 ? idx.shape(0) : -1;
+            if (n < 0) {
+              throw std::invalid_argument(
+                  "indices: expected a 1-D array of ids from sample_batch, "
+                  "got shape " +
+                  tfdqn::ShapeOf(idx));
+            }
+            const auto ids = tfdqn::CheckVector<int64_t>(idx, "indices", "iu", "integers", n);
+            const auto values = tfdqn::CheckVector<double>(priorities, "priorities", "fiu",
+                                                           "real numbers", n, "that of indices");
+            py::gil_scoped_release release;
+            return self.UpdatePriorities(ids.data(), values.data(), n);
+          },
+          py::arg("indices"), py::arg("priorities"))
+      .def(
+          "priorities",
+          [](const ReplayMemory& self, py::handle indices) {
+            py::array idx = tfdqn::AsArray(indices);
+            const int64_t n = idx.ndim() == 1 ? idx.shape(0) : -1;
+            if (n < 0) {
+              throw std::invalid_argument(
+                  "indices: expected a 1-D array of ids from sample_batch, "
+                  "got shape " +
+                  tfdqn::ShapeOf(idx));
+            }
+            const auto ids = tfdqn::CheckVector<int64_t>(idx, "indices", "iu", "integers", n);
+            py::array_t<double> out(n);
+            self.PrioritiesOf(ids.data(), n, out.mutable_data());
+            return out;
+          },
+          py::arg("indices"))
       .def(
           "sample_into",
           [](ReplayMemory& self, py::array s, py::array a, py::array r, py::array s2,
@@ -362,6 +433,14 @@ PYBIND11_MODULE(_replay, m) {
           "frame_shape",
           [](const ReplayMemory& self) { return tfdqn::ShapeTuple(self.frame_shape()); })
       .def_property_readonly("num_valid_windows", &ReplayMemory::num_valid_windows)
+      .def_property_readonly("n_step",
+                             [](const ReplayMemory& self) { return self.options().n_step; })
+      .def_property_readonly("discount",
+                             [](const ReplayMemory& self) { return self.options().discount; })
+      .def_property_readonly(
+          "priority_exponent",
+          [](const ReplayMemory& self) { return self.options().priority_exponent; })
+      .def_property_readonly("max_priority", &ReplayMemory::max_priority)
       .def_property_readonly("rng_state",
                              [](const ReplayMemory& self) {
                                auto st = self.rng_state();
@@ -391,8 +470,14 @@ PYBIND11_MODULE(_replay, m) {
         return "ReplayMemory(capacity=" + std::to_string(self.capacity()) + ", frame_shape=" +
                py::repr(tfdqn::ShapeTuple(self.frame_shape())).cast<std::string>() +
                ", history=" + std::to_string(self.history()) +
-               ", num_envs=" + std::to_string(self.num_envs()) + ") with " +
-               std::to_string(self.size()) + " entries";
+               ", num_envs=" + std::to_string(self.num_envs()) +
+               (self.options().n_step != 1 ? ", n_step=" + std::to_string(self.options().n_step)
+                                           : std::string()) +
+               (self.prioritized()
+                    ? ", priority_exponent=" +
+                          py::repr(py::float_(self.options().priority_exponent)).cast<std::string>()
+                    : std::string()) +
+               ") with " + std::to_string(self.size()) + " entries";
       });
 
   m.def(

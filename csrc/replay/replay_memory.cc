@@ -31,8 +31,13 @@ bool HostIsLittleEndian() {
 
 constexpr char kMagic[8] = {'T', 'F', 'D', 'Q', 'N', 'R', 'P', 'L'};
 constexpr char kEndMagic[8] = {'T', 'F', 'D', 'Q', 'N', 'E', 'N', 'D'};
+// Version 1: DQN 3.0's memory (n_step 1, uniform sampling), still written for it so that
+// older builds read those files. Version 2 adds the options, the streams' add counts and,
+// for prioritized memories, each stored entry's priority.
 constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersionWithOptions = 2;
 constexpr int64_t kMaxHistory = 64;  // the zero mask is a 64-bit word
+constexpr int64_t kMaxNStep = 1000;
 constexpr uint64_t kMaxHeaderBytes = 1 << 24;
 constexpr size_t kIoChunk = size_t{1} << 24;  // 16 MiB per read/write call
 
@@ -197,13 +202,30 @@ uint64_t HashXxh64(const void* data, size_t len, uint64_t seed) {
 // ---------------------------------------------------------------- memory
 
 ReplayMemory::ReplayMemory(int64_t capacity, const std::vector<int64_t>& frame_shape,
-                           int64_t history, int64_t num_envs, uint64_t seed)
+                           int64_t history, int64_t num_envs, uint64_t seed,
+                           const ReplayOptions& options)
     : capacity_(capacity),
       frame_shape_(frame_shape),
       frame_bytes_(1),
       history_(history),
       num_envs_(num_envs),
+      options_(options),
       rng_(seed) {
+  if (options.n_step < 1 || options.n_step > kMaxNStep) {
+    throw std::invalid_argument("n_step: expected an integer in [1, " + std::to_string(kMaxNStep) +
+                                "], got " + std::to_string(options.n_step));
+  }
+  if (!(options.discount >= 0.0 && options.discount <= 1.0)) {
+    std::ostringstream os;
+    os << "discount: expected a value in [0, 1], got " << options.discount;
+    throw std::invalid_argument(os.str());
+  }
+  if (!(options.priority_exponent >= 0.0) || !std::isfinite(options.priority_exponent)) {
+    std::ostringstream os;
+    os << "priority_exponent: expected a finite value >= 0 (0: uniform sampling), got "
+       << options.priority_exponent;
+    throw std::invalid_argument(os.str());
+  }
   if (history < 1 || history > kMaxHistory) {
     throw std::invalid_argument("history: expected an integer in [1, " +
                                 std::to_string(kMaxHistory) + "], got " + std::to_string(history));
@@ -226,11 +248,13 @@ ReplayMemory::ReplayMemory(int64_t capacity, const std::vector<int64_t>& frame_s
     }
     frame_bytes_ *= d;
   }
-  if (capacity < 0 || capacity / num_envs < history + 1) {
+  const int64_t n = options.n_step;
+  if (capacity < 0 || capacity / num_envs < history + n) {
     throw std::invalid_argument(
-        "capacity: expected at least (history + 1) * num_envs = " +
-        std::to_string((history + 1) * num_envs) + " (history = " + std::to_string(history) +
-        ", num_envs = " + std::to_string(num_envs) + "), got " + std::to_string(capacity));
+        "capacity: expected at least (history + n_step) * num_envs = " +
+        std::to_string((history + n) * num_envs) + " (history = " + std::to_string(history) +
+        ", n_step = " + std::to_string(n) + ", num_envs = " + std::to_string(num_envs) + "), got " +
+        std::to_string(capacity));
   }
   if (capacity > std::numeric_limits<int64_t>::max() / frame_bytes_) {
     throw std::invalid_argument("capacity: " + std::to_string(capacity) + " frames of " +
@@ -253,6 +277,11 @@ ReplayMemory::ReplayMemory(int64_t capacity, const std::vector<int64_t>& frame_s
   actions_.assign(capacity, 0);
   rewards_.assign(capacity, 0.0f);
   terminals_.assign(capacity, 0);
+  if (prioritized()) {
+    priorities_.assign(capacity, 0.0);
+    sum_tree_ = std::make_unique<SumTree>(capacity);
+    min_tree_ = std::make_unique<MinTree>(capacity);
+  }
   const int64_t base = capacity / num_envs;
   const int64_t extra = capacity % num_envs;
   int64_t begin = 0;
@@ -297,7 +326,8 @@ void ReplayMemory::Add(const uint8_t* frames, const int64_t* actions, const doub
   for (int64_t e = 0; e < num_envs_; ++e) {
     Segment& seg = segments_[e];
     const int64_t slot = seg.begin + seg.write;
-    if (seg.size == seg.capacity) {
+    const bool overwrote = seg.size == seg.capacity;
+    if (overwrote) {
       seg.terminals -= terminals_[slot];
     } else {
       ++seg.size;
@@ -308,22 +338,59 @@ void ReplayMemory::Add(const uint8_t* frames, const int64_t* actions, const doub
     terminals_[slot] = terminals[e] != 0.0 ? 1 : 0;
     seg.terminals += terminals_[slot];
     if (++seg.write == seg.capacity) seg.write = 0;
+    ++seg.added;
+    if (prioritized()) {
+      // What this add changed (ValidTransitionLocked): the overwritten slot's old transition
+      // and, once the oldest entry is gone, the transition whose history began with it are
+      // no longer valid; the transition n entries back now has its n entries.
+      SetPriorityLocked(slot, 0.0);
+      if (overwrote && history_ >= 2) SetPriorityLocked(Slot(seg, history_ - 2), 0.0);
+      const int64_t t = seg.size - 1 - options_.n_step;
+      if (t >= 0 && ValidTransitionLocked(seg, t)) SetPriorityLocked(Slot(seg, t), max_priority_);
+    }
   }
 }
 
+bool ReplayMemory::ValidTransitionLocked(const Segment& seg, int64_t t) const {
+  return t >= history_ - 1 && t + options_.n_step <= seg.size - 1 && !terminals_[Slot(seg, t)];
+}
+
+void ReplayMemory::SetPriorityLocked(int64_t slot, double priority) {
+  priorities_[slot] = priority;
+  const double scaled = priority > 0.0 ? std::pow(priority, options_.priority_exponent) : 0.0;
+  sum_tree_->set(slot, scaled);
+  min_tree_->set(slot, priority > 0.0 ? scaled : MinTree::kEmpty);
+}
+
+int64_t ReplayMemory::SegmentOfSlot(int64_t slot) const {
+  int64_t lo = 0, hi = num_envs_ - 1;  // the last segment whose begin <= slot
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (segments_[mid].begin <= slot) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
+
 int64_t ReplayMemory::CandidatesLocked(const Segment& seg) const {
-  return std::max<int64_t>(0, seg.size - history_);
+  return std::max<int64_t>(0, seg.size - history_ - options_.n_step + 1);
 }
 
 int64_t ReplayMemory::ValidLocked(const Segment& seg) const {
   const int64_t candidates = CandidatesLocked(seg);
   if (candidates == 0) return 0;
   // Window starts i in [0, candidates) are rejected when the entry at logical
-  // position i + history - 1 is terminal: positions [history-1, size-2]. Count
-  // them as all terminals minus those at positions [0, history-2] and size-1.
+  // position t = i + history - 1 is terminal: positions [history-1, size-1-n].
+  // Count them as all terminals minus those at positions [0, history-2] and
+  // [size-n, size-1] (disjoint, since candidates > 0).
   int64_t invalid = seg.terminals;
   for (int64_t l = 0; l + 1 < history_; ++l) invalid -= terminals_[Slot(seg, l)];
-  invalid -= terminals_[Slot(seg, seg.size - 1)];
+  for (int64_t l = seg.size - options_.n_step; l < seg.size; ++l) {
+    invalid -= terminals_[Slot(seg, l)];
+  }
   return candidates - invalid;
 }
 
@@ -356,23 +423,57 @@ std::array<uint64_t, 4> ReplayMemory::rng_state() const {
   return rng_.state();
 }
 
+void ReplayMemory::CheckPlainLocked(const char* method) const {
+  if (options_.n_step != 1 || prioritized()) {
+    throw std::invalid_argument(
+        std::string(method) +
+        ": serves n_step = 1 with uniform sampling (DQN 3.0's memory); this memory has n_step = " +
+        std::to_string(options_.n_step) + (prioritized() ? " and prioritized sampling" : "") +
+        ": use sample_batch, which also returns the bootstrap discounts, ids and weights");
+  }
+}
+
 void ReplayMemory::SampleInto(int64_t batch_size, uint8_t* s, int32_t* a, float* r, uint8_t* s2,
                               float* term) {
   std::lock_guard<std::mutex> lock(mu_);
-  DrawLocked(batch_size, a, r, term);
+  CheckPlainLocked("sample");
+  DrawLocked(batch_size, a, r, term, nullptr, nullptr);
   CopyLocked(batch_size, s, s2, nullptr);
 }
 
 void ReplayMemory::SampleWindowsInto(int64_t batch_size, uint8_t* windows, int32_t* a, float* r,
                                      float* term) {
   std::lock_guard<std::mutex> lock(mu_);
-  DrawLocked(batch_size, a, r, term);
+  CheckPlainLocked("sample_windows");
+  DrawLocked(batch_size, a, r, term, nullptr, nullptr);
   CopyLocked(batch_size, nullptr, nullptr, windows);
+}
+
+void ReplayMemory::SampleBatchInto(int64_t batch_size, double importance_exponent, uint8_t* s,
+                                   uint8_t* s2, const BatchColumns& out) {
+  if (!(importance_exponent >= 0.0) || !std::isfinite(importance_exponent)) {
+    std::ostringstream os;
+    os << "importance_exponent: expected a finite value >= 0, got " << importance_exponent;
+    throw std::invalid_argument(os.str());
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (prioritized()) {
+    DrawPrioritizedLocked(batch_size, importance_exponent, out);
+  } else {
+    DrawLocked(batch_size, out.a, out.r, out.term, out.discount, out.index);
+    std::fill(out.weight, out.weight + batch_size, 1.0f);
+  }
+  CopyLocked(batch_size, s, s2, nullptr);
 }
 
 void ReplayMemory::CheckSampleable(int64_t batch_size) const {
   std::lock_guard<std::mutex> lock(mu_);
   CheckSampleableLocked(batch_size);
+}
+
+double ReplayMemory::max_priority() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return max_priority_;
 }
 
 void ReplayMemory::CheckSampleableLocked(int64_t batch_size) const {
@@ -384,16 +485,17 @@ void ReplayMemory::CheckSampleableLocked(int64_t batch_size) const {
     int64_t stored = 0;
     for (const Segment& seg : segments_) stored += seg.size;
     throw std::invalid_argument(
-        "sample: no valid window yet (a window is history + 1 = " + std::to_string(history_ + 1) +
+        "sample: no valid window yet (a window is history + n_step = " +
+        std::to_string(history_ + options_.n_step) +
         " consecutive entries of one stream whose entry " + std::to_string(history_ - 1) +
         ", the newest frame of s, is not terminal); entries stored: " + std::to_string(stored));
   }
 }
 
-void ReplayMemory::DrawLocked(int64_t batch_size, int32_t* a, float* r, float* term) {
+void ReplayMemory::DrawLocked(int64_t batch_size, int32_t* a, float* r, float* term,
+                              float* discount, int64_t* index) {
   CheckSampleableLocked(batch_size);
   const int64_t H = history_;
-  const int64_t W = H + 1;
   // Candidate window starts of all streams, numbered stream after stream.
   std::vector<int64_t> ends(num_envs_);
   int64_t total = 0;
@@ -401,8 +503,8 @@ void ReplayMemory::DrawLocked(int64_t batch_size, int32_t* a, float* r, float* t
     total += CandidatesLocked(segments_[e]);
     ends[e] = total;
   }
-  scratch_.resize(static_cast<size_t>(batch_size * W));
-  int64_t* slots = scratch_.data();
+  scratch_.resize(static_cast<size_t>(batch_size * (H + options_.n_step)));
+  steps_.resize(static_cast<size_t>(batch_size));
   for (int64_t b = 0; b < batch_size; ++b) {
     const Segment* seg;
     int64_t i;
@@ -413,17 +515,117 @@ void ReplayMemory::DrawLocked(int64_t batch_size, int32_t* a, float* r, float* t
       i = u - (ends[e] - CandidatesLocked(*seg));
       if (!terminals_[Slot(*seg, i + H - 1)]) break;
     }
-    int64_t* w = slots + b * W;
-    for (int64_t f = 0; f < W; ++f) w[f] = Slot(*seg, i + f);
-    a[b] = actions_[w[H - 1]];
+    TakeWindowLocked(b, *seg, i + H - 1, a, r, term, discount, index);
+  }
+}
+
+void ReplayMemory::TakeWindowLocked(int64_t b, const Segment& seg, int64_t t, int32_t* a, float* r,
+                                    float* term, float* discount, int64_t* index) {
+  const int64_t H = history_;
+  const int64_t n = options_.n_step;
+  int64_t* w = scratch_.data() + b * (H + n);
+  for (int64_t f = 0; f < H + n; ++f) w[f] = Slot(seg, t - H + 1 + f);
+  const int64_t* after = w + H;  // entries t+1 .. t+n
+  a[b] = actions_[w[H - 1]];
+  if (n == 1) {  // DQN 3.0's transition, exactly
     r[b] = rewards_[w[H - 1]];
-    term[b] = terminals_[w[H]];
+    term[b] = terminals_[after[0]];
+    steps_[b] = 1;
+    if (discount != nullptr) {
+      discount[b] = term[b] != 0.0f ? 0.0f : static_cast<float>(options_.discount);
+    }
+  } else {
+    // R = sum_{k<m} gamma^k r_{t+k}, stopping after the first terminal entry t+k+1.
+    double ret = 0.0, scale = 1.0;
+    int64_t m = 0;
+    bool ended = false;
+    while (m < n && !ended) {
+      ret += scale * rewards_[(m == 0) ? w[H - 1] : after[m - 1]];
+      scale *= options_.discount;
+      ended = terminals_[after[m]] != 0;
+      ++m;
+    }
+    r[b] = static_cast<float>(ret);
+    term[b] = ended ? 1.0f : 0.0f;
+    steps_[b] = m;
+    if (discount != nullptr) discount[b] = ended ? 0.0f : static_cast<float>(scale);
+  }
+  if (index != nullptr) {
+    // The id: the entry's sequence number in its stream, interleaved with the stream.
+    const int64_t sequence = seg.added - seg.size + t;
+    index[b] = sequence * num_envs_ + (&seg - segments_.data());
+  }
+}
+
+void ReplayMemory::DrawPrioritizedLocked(int64_t batch_size, double importance_exponent,
+                                         const BatchColumns& out) {
+  CheckSampleableLocked(batch_size);
+  const int64_t H = history_;
+  scratch_.resize(static_cast<size_t>(batch_size * (H + options_.n_step)));
+  steps_.resize(static_cast<size_t>(batch_size));
+  const double total = sum_tree_->total();
+  const double count = static_cast<double>(NumValidLocked());
+  // The largest weight of any valid transition, (N * P_min)^-beta, normalizes them all.
+  const double max_weight = std::pow(count * min_tree_->min() / total, -importance_exponent);
+  for (int64_t b = 0; b < batch_size; ++b) {
+    // Stratified: one draw from each of batch_size equal parts of [0, total) (Schaul et
+    // al.), so a batch covers the whole range of priorities.
+    const double unit = static_cast<double>(rng_.Next() >> 11) * 0x1.0p-53;  // [0, 1)
+    const double u = (static_cast<double>(b) + unit) * total / static_cast<double>(batch_size);
+    const int64_t slot = sum_tree_->find(u);
+    const Segment& seg = segments_[SegmentOfSlot(slot)];
+    TakeWindowLocked(b, seg, Logical(seg, slot), out.a, out.r, out.term, out.discount, out.index);
+    const double p = sum_tree_->get(slot) / total;
+    out.weight[b] = static_cast<float>(std::pow(count * p, -importance_exponent) / max_weight);
+  }
+}
+
+int64_t ReplayMemory::UpdatePriorities(const int64_t* ids, const double* priorities,
+                                       int64_t count) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!prioritized()) {
+    throw std::invalid_argument(
+        "update_priorities: this memory samples uniformly (priority_exponent = 0)");
+  }
+  for (int64_t k = 0; k < count; ++k) {  // every check before any change
+    if (!(priorities[k] > 0.0) || !std::isfinite(priorities[k])) {
+      std::ostringstream os;
+      os << "priorities[" << k << "] = " << priorities[k] << " is not a finite value > 0";
+      throw std::invalid_argument(os.str());
+    }
+    const int64_t e = ids[k] >= 0 ? ids[k] % num_envs_ : 0;
+    if (ids[k] < 0 || ids[k] / num_envs_ >= segments_[e].added) {
+      throw std::invalid_argument("indices[" + std::to_string(k) + "] = " + std::to_string(ids[k]) +
+                                  " was never returned by sample_batch of this memory");
+    }
+  }
+  int64_t set = 0;
+  for (int64_t k = 0; k < count; ++k) {
+    const Segment& seg = segments_[ids[k] % num_envs_];
+    const int64_t t = ids[k] / num_envs_ - (seg.added - seg.size);  // logical position
+    if (t < 0 || !ValidTransitionLocked(seg, t)) continue;          // overwritten since
+    max_priority_ = std::max(max_priority_, priorities[k]);
+    SetPriorityLocked(Slot(seg, t), priorities[k]);
+    ++set;
+  }
+  return set;
+}
+
+void ReplayMemory::PrioritiesOf(const int64_t* ids, int64_t count, double* out) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (int64_t k = 0; k < count; ++k) {
+    out[k] = 0.0;
+    if (ids[k] < 0) continue;
+    const Segment& seg = segments_[ids[k] % num_envs_];
+    const int64_t t = ids[k] / num_envs_ - (seg.added - seg.size);
+    if (t < 0 || t >= seg.size || !ValidTransitionLocked(seg, t)) continue;
+    out[k] = prioritized() ? priorities_[Slot(seg, t)] : 1.0;
   }
 }
 
 void ReplayMemory::CopyLocked(int64_t batch_size, uint8_t* s, uint8_t* s2, uint8_t* windows) const {
   const int64_t H = history_;
-  const int64_t W = H + 1;
+  const int64_t W = H + options_.n_step;  // slots per window; s2 starts steps_[b] after s
   const int64_t* slots = scratch_.data();
   const size_t fb = static_cast<size_t>(frame_bytes_);
   auto put = [fb](uint8_t* dst, const uint8_t* src, bool zero) {
@@ -435,24 +637,26 @@ void ReplayMemory::CopyLocked(int64_t batch_size, uint8_t* s, uint8_t* s2, uint8
   };
   for (int64_t b = 0; b < batch_size; ++b) {
     const int64_t* w = slots + b * W;
+    const int64_t m = steps_[b];
     if (b + 1 < batch_size) {
       // Touch the next window's frames early: each page and the last line.
       const int64_t* next = w + W;
-      for (int64_t f = 0; f < W; ++f) {
+      for (int64_t f = 0; f < H + steps_[b + 1]; ++f) {
         const uint8_t* p = frames_ + next[f] * frame_bytes_;
         for (size_t off = 0; off < fb; off += 4096) __builtin_prefetch(p + off);
         __builtin_prefetch(p + fb - 1);
       }
     }
     // Bit f set: frame f of the window is zero (an earlier episode): some
-    // t[f .. H-2] is set. Frames H-1 and H are never zero.
+    // t[f .. H-2] is set. Frames H-1 .. H-1+m are never zero (entry H-1 is
+    // not terminal, and a return stops at its first terminal entry).
     uint64_t zero = 0;
     bool z = false;
     for (int64_t f = H - 2; f >= 0; --f) {
       z = z || terminals_[w[f]];
       if (z) zero |= uint64_t{1} << f;
     }
-    if (windows != nullptr) {
+    if (windows != nullptr) {  // n_step 1 only: W == H + 1 == H + m
       uint8_t* row = windows + static_cast<size_t>(b * W) * fb;
       for (int64_t f = 0; f < W; ++f) {
         put(row + f * fb, frames_ + w[f] * frame_bytes_, (zero >> f) & 1);
@@ -461,11 +665,11 @@ void ReplayMemory::CopyLocked(int64_t batch_size, uint8_t* s, uint8_t* s2, uint8
     }
     uint8_t* s_row = s + static_cast<size_t>(b * H) * fb;
     uint8_t* s2_row = s2 + static_cast<size_t>(b * H) * fb;
-    for (int64_t f = 0; f < W; ++f) {
+    for (int64_t f = 0; f < H + m; ++f) {
       const uint8_t* src = frames_ + w[f] * frame_bytes_;
       const bool is_zero = (zero >> f) & 1;
       if (f < H) put(s_row + f * fb, src, is_zero);
-      if (f > 0) put(s2_row + (f - 1) * fb, src, is_zero);  // src still in L1
+      if (f >= m) put(s2_row + (f - m) * fb, src, is_zero);  // src still in L1
     }
   }
 }
@@ -577,10 +781,24 @@ struct Fd {
   }
 };
 
-uint64_t HeaderBytes(uint64_t rank, uint64_t num_envs) {
+uint64_t HeaderBytes(uint64_t rank, uint64_t num_envs, uint32_t version) {
   // magic, version, header_bytes; capacity, history, num_envs, rank; dims;
-  // rng state; (size, write) per env; payload bytes; header checksum.
-  return 8 + 4 + 4 + 8 * 4 + 8 * rank + 8 * 4 + 16 * num_envs + 8 + 8;
+  // rng state; (size, write) per env; [version 2: n_step, discount,
+  // priority_exponent, max_priority; added per env]; payload bytes; header checksum.
+  const uint64_t v2 = version >= 2 ? 8 * 4 + 8 * num_envs : 0;
+  return 8 + 4 + 4 + 8 * 4 + 8 * rank + 8 * 4 + 16 * num_envs + v2 + 8 + 8;
+}
+
+uint64_t DoubleBits(double v) {
+  uint64_t bits;
+  std::memcpy(&bits, &v, 8);
+  return bits;
+}
+
+double BitsDouble(uint64_t bits) {
+  double v;
+  std::memcpy(&v, &bits, 8);
+  return v;
 }
 
 }  // namespace
@@ -615,9 +833,12 @@ void ReplayMemory::Save(const std::string& path) const {
     fchmod(file.fd, 0644);
     FileWriter out(file.fd, tmp, path);
     const uint64_t rank = frame_shape_.size();
-    const uint64_t header_bytes = HeaderBytes(rank, num_envs_);
+    const uint32_t version =
+        options_.n_step == 1 && !prioritized() ? kVersion : kVersionWithOptions;
+    const uint64_t header_bytes = HeaderBytes(rank, num_envs_, version);
     uint64_t payload = 0;
-    const uint64_t entry_bytes = frame_bytes_ + sizeof(int32_t) + sizeof(float) + 1;
+    const uint64_t entry_bytes =
+        frame_bytes_ + sizeof(int32_t) + sizeof(float) + 1 + (prioritized() ? sizeof(double) : 0);
     for (const Segment& seg : segments_) payload += seg.size * entry_bytes;
 
     // Header, built in memory so that its own checksum can close it.
@@ -627,7 +848,6 @@ void ReplayMemory::Save(const std::string& path) const {
     };
     auto put64 = [&put](uint64_t v) { put(&v, 8); };
     put(kMagic, 8);
-    const uint32_t version = kVersion;
     const uint32_t hb32 = static_cast<uint32_t>(header_bytes);
     put(&version, 4);
     put(&hb32, 4);
@@ -641,6 +861,13 @@ void ReplayMemory::Save(const std::string& path) const {
       put64(seg.size);
       put64(seg.write);
     }
+    if (version >= kVersionWithOptions) {
+      put64(options_.n_step);
+      put64(DoubleBits(options_.discount));
+      put64(DoubleBits(options_.priority_exponent));
+      put64(DoubleBits(max_priority_));
+      for (const Segment& seg : segments_) put64(seg.added);
+    }
     put64(payload);
     put64(HashXxh64(header.data(), header.size()));
     out.Write(header.data(), header.size());
@@ -651,6 +878,7 @@ void ReplayMemory::Save(const std::string& path) const {
       out.Write(actions_.data() + seg.begin, seg.size * sizeof(int32_t));
       out.Write(rewards_.data() + seg.begin, seg.size * sizeof(float));
       out.Write(terminals_.data() + seg.begin, seg.size);
+      if (prioritized()) out.Write(priorities_.data() + seg.begin, seg.size * sizeof(double));
     }
     const uint64_t digest = out.Digest();
     out.Put(digest);
@@ -723,12 +951,13 @@ std::unique_ptr<ReplayMemory> ReplayMemory::Load(const std::string& path) {
     throw FormatError(where + "not a tfdqn replay memory file (bad magic header)");
   }
   const uint32_t version = in.Get<uint32_t>();
-  if (version != kVersion) {
+  if (version != kVersion && version != kVersionWithOptions) {
     throw FormatError(where + "unsupported file version " + std::to_string(version) +
-                      " (this build reads version " + std::to_string(kVersion) + ")");
+                      " (this build reads versions " + std::to_string(kVersion) + " and " +
+                      std::to_string(kVersionWithOptions) + ")");
   }
   const uint32_t header_bytes = in.Get<uint32_t>();
-  if (header_bytes < HeaderBytes(1, 1) || header_bytes > kMaxHeaderBytes) {
+  if (header_bytes < HeaderBytes(1, 1, version) || header_bytes > kMaxHeaderBytes) {
     throw FormatError(where + "corrupted header (header size " + std::to_string(header_bytes) +
                       ")");
   }
@@ -759,7 +988,7 @@ std::unique_ptr<ReplayMemory> ReplayMemory::Load(const std::string& path) {
   const uint64_t rank = get64();
   const uint64_t limit = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
   if (capacity > limit || history > limit || num_envs == 0 || num_envs > limit || rank == 0 ||
-      rank > kMaxHeaderBytes || HeaderBytes(rank, num_envs) != header_bytes) {
+      rank > kMaxHeaderBytes || HeaderBytes(rank, num_envs, version) != header_bytes) {
     throw FormatError(where + "corrupted header (inconsistent sizes)");
   }
   std::vector<int64_t> shape(rank);
@@ -771,19 +1000,42 @@ std::unique_ptr<ReplayMemory> ReplayMemory::Load(const std::string& path) {
   std::array<uint64_t, 4> rng_state;
   for (auto& w : rng_state) w = get64();
 
+  // The streams' sizes and write positions come before the options in the file.
+  std::vector<std::array<uint64_t, 2>> positions(num_envs);
+  for (auto& p : positions) p = {get64(), get64()};
+  ReplayOptions options;
+  double max_priority = 1.0;
+  std::vector<uint64_t> added(num_envs);
+  if (version >= kVersionWithOptions) {
+    const uint64_t n_step = get64();
+    options.n_step = n_step > limit ? -1 : static_cast<int64_t>(n_step);
+    options.discount = BitsDouble(get64());
+    options.priority_exponent = BitsDouble(get64());
+    max_priority = BitsDouble(get64());
+    for (auto& a : added) a = get64();
+    if (!(max_priority > 0.0) || !std::isfinite(max_priority)) {
+      throw FormatError(where + "corrupted header (max priority)");
+    }
+  } else {
+    for (uint64_t e = 0; e < num_envs; ++e) added[e] = positions[e][0];
+  }
+
   std::unique_ptr<ReplayMemory> mem;
   try {
     mem.reset(new ReplayMemory(static_cast<int64_t>(capacity), shape, static_cast<int64_t>(history),
-                               static_cast<int64_t>(num_envs), 0));
+                               static_cast<int64_t>(num_envs), 0, options));
   } catch (const std::invalid_argument& e) {
     throw FormatError(where + "corrupted header (" + e.what() + ")");
   }
   mem->rng_.set_state(rng_state);
-  const uint64_t entry_bytes = mem->frame_bytes_ + sizeof(int32_t) + sizeof(float) + 1;
+  mem->max_priority_ = max_priority;
+  const uint64_t entry_bytes = mem->frame_bytes_ + sizeof(int32_t) + sizeof(float) + 1 +
+                               (mem->prioritized() ? sizeof(double) : 0);
   uint64_t payload = 0;
-  for (Segment& seg : mem->segments_) {
-    const uint64_t size = get64();
-    const uint64_t write = get64();
+  for (size_t e = 0; e < mem->segments_.size(); ++e) {
+    Segment& seg = mem->segments_[e];
+    const uint64_t size = positions[e][0];
+    const uint64_t write = positions[e][1];
     const uint64_t cap = static_cast<uint64_t>(seg.capacity);
     const bool consistent = size <= cap && (size < cap ? write == size : write < cap);
     if (!consistent) {
@@ -791,8 +1043,12 @@ std::unique_ptr<ReplayMemory> ReplayMemory::Load(const std::string& path) {
                         ", write position " + std::to_string(write) + ", capacity " +
                         std::to_string(cap) + ")");
     }
+    if (added[e] < size || added[e] > limit) {
+      throw FormatError(where + "corrupted header (stream add count)");
+    }
     seg.size = static_cast<int64_t>(size);
     seg.write = static_cast<int64_t>(write);
+    seg.added = static_cast<int64_t>(added[e]);
     payload += size * entry_bytes;
   }
   if (get64() != payload) {
@@ -812,6 +1068,9 @@ std::unique_ptr<ReplayMemory> ReplayMemory::Load(const std::string& path) {
     in.Read(mem->actions_.data() + seg.begin, seg.size * sizeof(int32_t));
     in.Read(mem->rewards_.data() + seg.begin, seg.size * sizeof(float));
     in.Read(mem->terminals_.data() + seg.begin, seg.size);
+    if (mem->prioritized()) {
+      in.Read(mem->priorities_.data() + seg.begin, seg.size * sizeof(double));
+    }
   }
   const uint64_t digest = in.Digest();
   const uint64_t stored_digest = in.Get<uint64_t>();
@@ -828,6 +1087,22 @@ std::unique_ptr<ReplayMemory> ReplayMemory::Load(const std::string& path) {
         throw FormatError(where + "corrupted contents (entry " + std::to_string(slot) + ")");
       }
       seg.terminals += mem->terminals_[slot];
+    }
+  }
+  if (mem->prioritized()) {
+    // The trees from the saved priorities: a priority must be > 0 exactly where a
+    // transition is valid, and 0 elsewhere.
+    for (Segment& seg : mem->segments_) {
+      for (int64_t t = 0; t < seg.size; ++t) {
+        const int64_t slot = Slot(seg, t);
+        const double p = mem->priorities_[slot];
+        const bool valid = mem->ValidTransitionLocked(seg, t);
+        if (!std::isfinite(p) || (valid ? !(p > 0.0) : p != 0.0)) {
+          throw FormatError(where + "corrupted contents (priority of entry " +
+                            std::to_string(slot) + ")");
+        }
+        if (valid) mem->SetPriorityLocked(slot, p);
+      }
     }
   }
   return mem;

@@ -18,6 +18,20 @@
 //   one zero mask over the H+1 frames of the window: frame f (0-based in the
 //   window) is zero iff any of t[i+f .. i+H-2] is set.
 //
+// * n-step returns (n_step = n >= 1): the transition at entry t (the newest
+//   frame of s) has the return R = sum_{k<m} discount^k r_{t+k}, where m = n,
+//   or m = k + 1 when entry t+k+1 is terminal (the return stops there);
+//   s2 is the state whose newest frame is entry t+m, term is entry t+m's flag
+//   and the bootstrap discount is 0 when term is set, else discount^m. A
+//   transition can be drawn once entries t+1 .. t+n are stored, so windows
+//   span entries t-H+1 .. t+n and never straddle the write position. n = 1 is
+//   DQN 3.0's transition, drawn with the same random numbers as before.
+// * Prioritized sampling (priority_exponent alpha > 0, Schaul et al. 2016,
+//   proportional): every valid transition has a priority p > 0 (new ones the
+//   largest priority seen so far, 1 at first) and is drawn with probability
+//   p^alpha / sum_j p_j^alpha from a sum tree over the slots; a transition
+//   that is not (or no longer) valid has priority 0 and is never drawn.
+//
 // Thread safety: every public method takes an internal mutex, so the Python
 // binding can release the GIL around them.
 
@@ -32,6 +46,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "sum_tree.h"
 
 namespace tfdqn {
 
@@ -87,11 +103,28 @@ class Xxh64 {
 };
 uint64_t HashXxh64(const void* data, size_t len, uint64_t seed = 0);
 
+// Options beyond DQN 3.0's memory; the defaults are DQN 3.0's.
+struct ReplayOptions {
+  int64_t n_step = 1;              // >= 1
+  double discount = 0.99;          // in [0, 1]: the n-step return's discount
+  double priority_exponent = 0.0;  // alpha >= 0; 0: uniform sampling
+};
+
+// What SampleBatchInto writes besides the frames, one value per sample.
+struct BatchColumns {
+  int32_t* a;
+  float* r;         // the (n-step) return
+  float* term;      // 1 when the return ended at a terminal entry
+  float* discount;  // bootstrap discount: 0 when term, else discount^m
+  int64_t* index;   // the transition's id for UpdatePriorities
+  float* weight;    // importance weight (1 when sampling is uniform)
+};
+
 class ReplayMemory {
  public:
   // Throws std::invalid_argument naming the bad argument.
   ReplayMemory(int64_t capacity, const std::vector<int64_t>& frame_shape, int64_t history,
-               int64_t num_envs, uint64_t seed);
+               int64_t num_envs, uint64_t seed, const ReplayOptions& options = ReplayOptions());
   ~ReplayMemory();
   ReplayMemory(const ReplayMemory&) = delete;
   ReplayMemory& operator=(const ReplayMemory&) = delete;
@@ -108,6 +141,23 @@ class ReplayMemory {
   // replacement) into caller buffers: s, s2: [batch, history, *frame_shape]
   // uint8; a: int32 [batch]; r, term: float32 [batch].
   void SampleInto(int64_t batch_size, uint8_t* s, int32_t* a, float* r, uint8_t* s2, float* term);
+
+  // Any configuration: batch_size transitions (by priority when
+  // priority_exponent > 0, else uniformly) into s, s2 ([batch, history,
+  // *frame_shape]) and the columns. importance_exponent (beta >= 0) sets the
+  // weights (N * P(i))^-beta / max_j (N * P(j))^-beta over all N valid
+  // transitions; they are 1 when sampling is uniform.
+  void SampleBatchInto(int64_t batch_size, double importance_exponent, uint8_t* s, uint8_t* s2,
+                       const BatchColumns& out);
+
+  // Sets the priorities (finite, > 0) of transitions by the ids SampleBatchInto
+  // returned. Ids of transitions overwritten (or no longer valid) since they
+  // were sampled are ignored; an id never issued, or a bad priority, throws
+  // std::invalid_argument before anything changes. Returns how many were set.
+  int64_t UpdatePriorities(const int64_t* ids, const double* priorities, int64_t count);
+
+  // The current priorities of transitions by id (0 for ids no longer valid).
+  void PrioritiesOf(const int64_t* ids, int64_t count, double* out) const;
 
   // Throws what SampleInto would throw for batch_size before any draw:
   // std::invalid_argument if batch_size <= 0 or no window is valid yet.
@@ -141,6 +191,9 @@ class ReplayMemory {
   int64_t stream_size(int64_t env_index) const;
   int64_t num_valid_windows() const;  // windows that sample() can return
   std::array<uint64_t, 4> rng_state() const;
+  const ReplayOptions& options() const { return options_; }
+  bool prioritized() const { return options_.priority_exponent > 0.0; }
+  double max_priority() const;
 
  private:
   struct Segment {
@@ -149,6 +202,7 @@ class ReplayMemory {
     int64_t size = 0;       // entries stored
     int64_t write = 0;      // next slot to write, relative to begin
     int64_t terminals = 0;  // terminal flags among the stored entries
+    int64_t added = 0;      // entries ever added (the newest has sequence added - 1)
   };
 
   void CheckEnvIndex(int64_t env_index) const;
@@ -160,21 +214,44 @@ class ReplayMemory {
     if (j >= seg.capacity) j -= seg.capacity;
     return seg.begin + j;
   }
+  // Logical position of a flat slot in its segment (0 = oldest stored entry).
+  static int64_t Logical(const Segment& seg, int64_t slot) {
+    const int64_t oldest = seg.size == seg.capacity ? seg.write : 0;
+    int64_t j = slot - seg.begin - oldest;
+    if (j < 0) j += seg.capacity;
+    return j;
+  }
+  int64_t SegmentOfSlot(int64_t slot) const;
+  // Whether the transition at logical position t of seg can be drawn.
+  bool ValidTransitionLocked(const Segment& seg, int64_t t) const;
+  void SetPriorityLocked(int64_t slot, double priority);
   int64_t CandidatesLocked(const Segment& seg) const;
   int64_t ValidLocked(const Segment& seg) const;
   int64_t NumValidLocked() const;
   void CheckSampleableLocked(int64_t batch_size) const;
-  // Draws batch_size valid windows (their flat slots into scratch_) and
-  // writes a, r, term. Throws when batch_size <= 0 or no window is valid.
-  void DrawLocked(int64_t batch_size, int32_t* a, float* r, float* term);
+  // Draws batch_size valid windows uniformly (their flat slots into
+  // scratch_, their lengths into steps_) and writes a, r, term (and discount,
+  // index when not null). Throws when batch_size <= 0 or no window is valid.
+  void DrawLocked(int64_t batch_size, int32_t* a, float* r, float* term, float* discount,
+                  int64_t* index);
+  // The same by priority, with importance weights.
+  void DrawPrioritizedLocked(int64_t batch_size, double importance_exponent,
+                             const BatchColumns& out);
+  // Window b of the batch: the transition at logical t of seg; fills the
+  // window's slots and its columns.
+  void TakeWindowLocked(int64_t b, const Segment& seg, int64_t t, int32_t* a, float* r, float* term,
+                        float* discount, int64_t* index);
   // Copies the drawn windows' frames: into s and s2, or into windows.
   void CopyLocked(int64_t batch_size, uint8_t* s, uint8_t* s2, uint8_t* windows) const;
+  // sample / sample_into / sample_windows serve DQN 3.0's configuration only.
+  void CheckPlainLocked(const char* method) const;
 
   int64_t capacity_;
   std::vector<int64_t> frame_shape_;
   int64_t frame_bytes_;
   int64_t history_;
   int64_t num_envs_;
+  ReplayOptions options_;
 
   uint8_t* frames_ = nullptr;  // capacity_ * frame_bytes_, lazily committed
   size_t frames_mapped_bytes_ = 0;
@@ -184,8 +261,16 @@ class ReplayMemory {
   std::vector<Segment> segments_;
   Xoshiro256 rng_;
 
+  // Prioritized sampling only: the raw priority of the transition at each slot
+  // (0 when it is not valid), and trees over priority^alpha.
+  std::vector<double> priorities_;
+  std::unique_ptr<SumTree> sum_tree_;
+  std::unique_ptr<MinTree> min_tree_;
+  double max_priority_ = 1.0;
+
   mutable std::mutex mu_;
-  std::vector<int64_t> scratch_;  // per-batch window slots, reused
+  std::vector<int64_t> scratch_;  // per-batch window slots (history + n_step each), reused
+  std::vector<int64_t> steps_;    // per-batch steps m of each return
 };
 
 // "[84, 84]": shapes in error messages, shared with the Python binding.

@@ -14,8 +14,10 @@
 #ifndef TFDQN_CSRC_REPLAY_SUM_TREE_H_
 #define TFDQN_CSRC_REPLAY_SUM_TREE_H_
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -76,6 +78,41 @@ class SumTree {
     return leaf_base_ + index;
   }
 
+  int64_t size_;
+  int64_t leaf_base_;
+  std::vector<double> nodes_;
+};
+
+// The minimum over N values, +infinity for unset (or reset) leaves: the smallest positive
+// priority, which the largest importance weight (N * P_min)^-beta needs. Same layout and
+// the same recompute-from-children rule as SumTree.
+class MinTree {
+ public:
+  explicit MinTree(int64_t size) : size_(size) {
+    if (size < 1) throw std::invalid_argument("MinTree: size must be >= 1");
+    leaf_base_ = 1;
+    while (leaf_base_ < size) leaf_base_ *= 2;
+    nodes_.assign(static_cast<size_t>(2 * leaf_base_), kEmpty);
+  }
+
+  static constexpr double kEmpty = std::numeric_limits<double>::infinity();
+
+  double min() const { return nodes_[1]; }  // kEmpty when every leaf is
+
+  // value kEmpty resets the leaf.
+  void set(int64_t index, double value) {
+    if (index < 0 || index >= size_) {
+      throw std::out_of_range("MinTree: index " + std::to_string(index) + " not in [0, " +
+                              std::to_string(size_) + ")");
+    }
+    int64_t node = leaf_base_ + index;
+    nodes_[node] = value;
+    for (node /= 2; node >= 1; node /= 2) {
+      nodes_[node] = std::min(nodes_[2 * node], nodes_[2 * node + 1]);
+    }
+  }
+
+ private:
   int64_t size_;
   int64_t leaf_base_;
   std::vector<double> nodes_;
