@@ -98,7 +98,9 @@ def main(argv=None) -> int:
     pool = make_pool(cfg, cfg.num_envs, training=True)
     eval_pool = make_pool(cfg, cfg.eval_envs, training=False, codec=pool.codec)
     replay = ReplayMemory(cfg.replay_memory, frame_shape=pool.codec.frame_shape,
-                          history=cfg.hist_len, num_envs=cfg.num_envs, seed=seed(cfg.seed, 3))
+                          history=cfg.hist_len, num_envs=cfg.num_envs, seed=seed(cfg.seed, 3),
+                          n_step=cfg.n_step, discount=cfg.discount,
+                          priority_exponent=cfg.priority_exponent if cfg.prioritized else 0.0)
     try:
         kind, agent = make_agent(cfg, pool)
     except JitCompileError as e:

@@ -289,6 +289,14 @@ class Agent:
         self._update_one_then_q_fn = tf.function(
             self._update_one_then_q, jit_compile=jit_compile,
             input_signature=one + [states]).get_concrete_function()
+        # n-step and prioritized updates (traced on first use): s and s2 apart (s2 is n
+        # steps later), a bootstrap discount and an importance weight per sample.
+        column = tf.TensorSpec([None], tf.float32)
+        self._weighted = tf.function(
+            self._weighted_step, jit_compile=jit_compile,
+            input_signature=[states, states, tf.TensorSpec([None], tf.int32), column, column,
+                             column, column])
+        self._weighted_fn = None
 
     def _update_steps(self, windows, actions, rewards, terminals):
         """K minibatch updates in a row, in one call (K = n_replay or more: the updates of
@@ -335,6 +343,46 @@ class Agent:
         else:
             self.loss_scale.apply(self.optimizer, gradients, variables)
         return loss / batch, tf.reduce_mean(tf.reduce_max(q, axis=1))
+
+    def _weighted_step(self, s, s2, actions, rewards, terminals, discounts, weights):
+        """One update on sum_i w_i * loss_i (the op's gradient of a weighted sum is
+        -w_i * targets_i), each row bootstrapped with its own discount; also returns the
+        unclipped |TD error| of each row (the new priorities)."""
+        q_next = _q(self.target, s2, training=False)
+        q_next_online = _q(self.online, s2, training=False) if self.double_dqn else None
+        variables = self.online.trainable_variables
+        with tf.GradientTape() as tape:
+            q = _q(self.online, s, training=True)
+            out = tfdqn_ops.dqn_targets(q, q_next, actions, rewards, terminals,
+                                        discount=discounts, r_max=1.0,
+                                        clip_delta=self.clip_delta, q_next_online=q_next_online)
+            loss = tf.reduce_sum(weights * out.loss)
+            batch = tf.cast(tf.shape(q)[0], loss.dtype)
+            objective = loss / batch if self.mean_loss else loss
+            if self.loss_scale is not None:
+                objective = objective * self.loss_scale.scale
+        gradients = tape.gradient(objective, variables)
+        if self.loss_scale is None:
+            self.optimizer.apply_gradients(zip(gradients, variables))
+        else:
+            self.loss_scale.apply(self.optimizer, gradients, variables)
+        # The op's err before clipping, from its q_next_max with its operations in its order
+        # (float32): r / r_max + q_next_max * discount * (1 - term) - q[a]. Equal to the op's
+        # delta wherever |err| <= clip_delta (tests/test_prioritized_training.py).
+        q_taken = tf.gather(q, actions, axis=1, batch_dims=1)
+        err = rewards / 1.0 + out.q_next_max * discounts * (1.0 - terminals) - q_taken
+        return UpdateStats(loss / batch, tf.reduce_mean(tf.reduce_max(q, axis=1))), tf.abs(err)
+
+    def update_weighted(self, s, s2, actions, rewards, terminals, discounts, weights):
+        """One minibatch step of n-step / prioritized replay: s, s2 [B, hist, ...] (the
+        network input's dtype), actions int32 [B], rewards float32 [B] (the n-step returns),
+        terminals float32 [B], discounts float32 [B] (the bootstrap discounts: 0 or
+        gamma^m), weights float32 [B] (importance weights; ones for uniform sampling).
+        Returns (UpdateStats, |TD error| [B] numpy, unclipped, before this step's change)."""
+        if self._weighted_fn is None:
+            self._weighted_fn = self._weighted.get_concrete_function()
+        stats, td_abs = self._weighted_fn(s, s2, actions, rewards, terminals, discounts, weights)
+        return stats, td_abs.numpy()
 
     def _check_jit(self, windows_spec):
         shape = [1 if d is None else d for d in windows_spec.shape]

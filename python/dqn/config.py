@@ -85,6 +85,19 @@ class Config:
     clip_delta: float = _opt(1.0, "TD errors clipped to [-x, x] in the gradient (Huber loss); "
                              "0: no clip")
     double_dqn: bool = _opt(False, "double DQN: the online network picks the next action")
+    n_step: int = _opt(1, "n-step returns: sum_{k<n} discount^k r_{t+k}, bootstrapped with "
+                       "discount^n from the state n steps later (stopped at a terminal); 1: "
+                       "DQN 3.0's one-step target")
+    prioritized: bool = _opt(False, "prioritized replay (Schaul et al. 2016, proportional): "
+                             "transitions drawn with probability p^alpha / sum p^alpha, p = "
+                             "|TD error| + --priority-epsilon, updates weighted by importance "
+                             "weights with beta annealed from --importance-exponent to 1")
+    priority_exponent: float = _opt(0.6, "alpha of --prioritized")
+    importance_exponent: float = _opt(0.4, "beta of --prioritized at the start; it rises "
+                                      "linearly to 1 at --steps (a --resume that extends "
+                                      "--steps stretches the rest of the rise)")
+    priority_epsilon: float = _opt(1e-6, "added to |TD error| for the new priorities "
+                                   "(--prioritized), so that no transition gets priority 0")
     precision: str = _opt("float32", "float32 (DQN 3.0); mixed_bfloat16: the networks compute "
                           "in bfloat16 (CPUs with AMX / AVX-512 BF16, GPUs with tensor cores); "
                           "mixed_float16: float16 with dynamic loss scaling (GPUs). Weights, "
@@ -239,16 +252,22 @@ def validate(cfg: Config) -> None:
     need(0.0 <= cfg.discount <= 1.0, "discount", "must be in [0, 1]")
     need(cfg.clip_delta >= 0, "clip_delta", "must be >= 0 (0: no clip)")
     need(cfg.reward_clip >= 0, "reward_clip", "must be >= 0 (0: no clip)")
+    need(1 <= cfg.n_step <= 1000, "n_step", "must be an integer in [1, 1000]")
+    for name in ("priority_exponent", "importance_exponent", "priority_epsilon"):
+        finite(name)
+    need(cfg.priority_exponent > 0, "priority_exponent", "must be > 0")
+    need(0.0 <= cfg.importance_exponent <= 1.0, "importance_exponent", "must be in [0, 1]")
+    need(cfg.priority_epsilon > 0, "priority_epsilon", "must be > 0")
     need(len(cfg.mlp_hidden) > 0 and all(h >= 1 for h in cfg.mlp_hidden), "mlp_hidden",
          "must be one or more positive integers")
     if cfg.replay_memory < cfg.minibatch_size:
         raise ConfigError(f"--replay-memory {cfg.replay_memory} is smaller than "
                           f"--minibatch-size {cfg.minibatch_size}")
     per_stream = cfg.replay_memory // cfg.num_envs
-    if per_stream < cfg.hist_len + 1:
+    if per_stream < cfg.hist_len + cfg.n_step:
         raise ConfigError(f"--replay-memory {cfg.replay_memory} leaves {per_stream} entries per "
                           f"environment (--num-envs {cfg.num_envs}); each needs at least "
-                          f"--hist-len + 1 = {cfg.hist_len + 1}")
+                          f"--hist-len + --n-step = {cfg.hist_len + cfg.n_step}")
     if cfg.stop_score is not None and math.isnan(cfg.stop_score):
         raise ConfigError("--stop-score must be a number, got nan")
 

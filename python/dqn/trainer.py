@@ -163,6 +163,15 @@ class Learner:
         self._terminals = np.empty((max_k, b), np.float32)
         self._loss_sum = self._q_sum = 0.0
         self._calls = 0
+        # n-step returns or prioritized replay: minibatches from sample_batch (s and s2 apart,
+        # per-sample discounts and importance weights), one update per call.
+        self.weighted = cfg.n_step > 1 or cfg.prioritized
+
+    def importance_exponent(self, step: int) -> float:
+        """beta of prioritized replay: --importance-exponent at step 0, rising linearly to
+        1 at --steps (Schaul et al. 2016)."""
+        start = self.cfg.importance_exponent
+        return start + (1.0 - start) * min(1.0, step / self.cfg.steps)
 
     def learn(self, step: int, num_steps: int,
               next_states: Optional[Callable[[], np.ndarray]] = None) -> LearnResult:
@@ -178,6 +187,9 @@ class Learner:
         for i, (event, k) in enumerate(events):
             if event == "copy":
                 self.agent.copy_target()
+                continue
+            if self.weighted:
+                updates += self._update_weighted(k, self.importance_exponent(step))
                 continue
             fused = i == last_update and next_states is not None
             done, q = self._update(k, next_states() if fused else None)
@@ -206,6 +218,26 @@ class Learner:
         self._calls += 1
         self.times.lap("update", t, k)
         return k, next_q
+
+    def _update_weighted(self, k: int, importance_exponent: float) -> int:
+        """k minibatch updates, each sampled after the previous one's new priorities."""
+        cfg = self.cfg
+        if self.replay.num_valid_windows == 0:
+            return 0
+        for _ in range(k):
+            t = time.perf_counter()
+            batch = self.replay.sample_batch(cfg.minibatch_size, importance_exponent)
+            t = self.times.lap("replay_sample", t)
+            stats, td_abs = self.agent.update_weighted(
+                self.codec.decode(batch.s), self.codec.decode(batch.s2), batch.a, batch.r,
+                batch.term, batch.discount, batch.weight)
+            if cfg.prioritized:  # |TD error| + epsilon (Schaul et al.'s proportional rule)
+                self.replay.update_priorities(batch.index, td_abs + cfg.priority_epsilon)
+            self._loss_sum += float(stats.loss)
+            self._q_sum += float(stats.mean_q)
+            self._calls += 1
+            self.times.lap("update", t)
+        return k
 
     def take_stats(self) -> dict:
         """Mean loss and mean max Q of the update calls since the previous take_stats."""
