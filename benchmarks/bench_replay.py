@@ -240,6 +240,42 @@ def bench_cpp(args, pool, terms, rows):
     return {"sample": med, "sample_into": med_into, "sample_windows_into": med_win}, batch_bytes
 
 
+def bench_n_step_prioritized(args, pool, terms, rows):
+    """n-step (n = 3) uniform and prioritized (alpha 0.6) memories of the same size:
+    memory, steady-state add (with priority upkeep), sample_batch and update_priorities."""
+    from tfdqn_ops import ReplayMemory
+
+    shape, b = tuple(args.frame_shape), args.batch
+    results = {}
+    for label, alpha in (("n_step=3", 0.0), ("n_step=3, priority_exponent=0.6", 0.6)):
+        gc.collect()
+        rss0 = rss_bytes()
+        mem = ReplayMemory(args.capacity, frame_shape=shape, history=args.history, seed=0,
+                           n_step=3, priority_exponent=alpha)
+        fill(mem, args.capacity, pool, terms)
+        rss1 = rss_bytes()
+        steady_us = fill(mem, min(args.capacity, 100_000), pool, terms)
+        if alpha:
+            rows.append((f"ReplayMemory({label}) memory (RSS growth, full)",
+                         f"{(rss1 - rss0) / 1e9:.3f} GB", "frames, columns, priorities and the "
+                         "sum and min trees"))
+        rows.append((f"ReplayMemory({label}) add", f"{steady_us:.2f} µs",
+                     "per frame once full" + (" (with the priority upkeep)" if alpha else "")))
+        med, mean = time_calls(lambda: mem.sample_batch(b, 0.4), args.iters)
+        rows.append((f"ReplayMemory({label}).sample_batch({b})", f"{med:.1f} µs",
+                     f"s, s2, n-step returns, discounts, ids, weights (mean {mean:.1f} µs)"))
+        results[label] = med
+        if alpha:
+            batch = mem.sample_batch(b, 0.4)
+            new = np.random.default_rng(3).uniform(0.01, 2.0, b)
+            med, mean = time_calls(lambda: mem.update_priorities(batch.index, new), args.iters)
+            rows.append((f"ReplayMemory({label}).update_priorities({b})", f"{med:.1f} µs",
+                         f"(mean {mean:.1f} µs)"))
+        mem = None
+        gc.collect()
+    return results
+
+
 def bench_copy(batch_bytes, iters, rows, cpp):
     src = np.random.default_rng(2).integers(0, 256, batch_bytes, dtype=np.uint8)
     dst = np.empty_like(src)
@@ -361,6 +397,8 @@ def main(argv=None):
     p.add_argument("--save-load", action="store_true",
                    help="also time save() and load() (writes a file of the memory's size)")
     p.add_argument("--tmpdir", default=".")
+    p.add_argument("--n-step-prioritized", action="store_true",
+                   help="also time n-step and prioritized memories of the same size")
     args = p.parse_args(argv)
 
     shape = tuple(args.frame_shape)
@@ -368,6 +406,8 @@ def main(argv=None):
     terms = episode_terminals(args.capacity + 100_000, args.mean_episode)
     rows = []
     cpp, batch_bytes = bench_cpp(args, pool, terms, rows)
+    extended = bench_n_step_prioritized(args, pool, terms, rows) if args.n_step_prioritized \
+        else None
     copy_us = bench_copy(batch_bytes, args.iters, rows, cpp)
     floor_us = None if args.no_floor else bench_read_floor(args, rows)
     np_us = None if args.no_numpy else bench_numpy(args, pool, terms, rows)
@@ -393,6 +433,10 @@ def main(argv=None):
         if sb3_us:
             line += f"; {sb3_us / us:.1f}x faster than SB3 (its best thread setting)"
         print(line + ".")
+    if extended:
+        for label, us in extended.items():
+            print(f"sample_batch({args.batch}) with {label}: {us:.1f} µs, "
+                  f"{us / cpp['sample']:.2f}x DQN 3.0's sample({args.batch}).")
     if floor_us and sb3_us:
         print(f"read floor: {floor_us:.1f} µs just to read the {args.batch} windows' frames "
               f"(sample_windows_into: {cpp['sample_windows_into']:.1f} µs), so a single-threaded "
