@@ -10,8 +10,8 @@
 // Differences from the native kernels, all forced by XLA:
 //  * An action outside [0, num_actions) (or a per-row discount outside [0, 1]) cannot raise
 //    an error at run time. That row's loss, delta, q_next_max and WHOLE targets row become
-//    NaN (so its gradient is NaN too). Nothing is read or written out of bounds: q[i, a_i] is taken with a one-hot
-//    select-and-reduce, never a gather. This is what the native GPU kernel does; the
+//    NaN (so its gradient is NaN too). Nothing is read or written out of bounds: q[i, a_i] is taken
+//    with a one-hot select-and-reduce, never a gather. This is what the native GPU kernel does; the
 //    native CPU kernel raises InvalidArgumentError instead.
 //  * Signs of zeros: the maximum of a row whose largest value is a zero may come out as
 //    -0.0 or +0.0 (XLA's max reduction does not fix an order), and with number-typed
