@@ -302,3 +302,61 @@ def test_priorities_cost_about_40_bytes_per_transition():
     total = 1_000_000 * (84 * 84 + 9 + 8) + 2 * 2**21 * 8
     assert total < 7.2e9
     del mem
+
+
+# ---------------------------------------------------------------- one stream at a time
+
+
+def test_add_stream_equals_adding_all_streams_together(tmp_path):
+    """Streams fed one at a time, in any order and in chunks, hold what add() would have
+    stored: the same samples, priorities and file bytes."""
+    rng = np.random.default_rng(11)
+    steps = [random_step(rng, 3, 0.1) for _ in range(25)]
+    together = ReplayMemory(60, SHAPE, 2, 3, seed=7, n_step=2, priority_exponent=0.5)
+    apart = ReplayMemory(60, SHAPE, 2, 3, seed=7, n_step=2, priority_exponent=0.5)
+    for step in steps:
+        together.add(*step)
+    for e in (2, 0, 1):
+        for begin, end in ((0, 10), (10, 11), (11, 25)):
+            chunk = steps[begin:end]
+            apart.add_stream(e, np.stack([s[0][e] for s in chunk]), [s[1][e] for s in chunk],
+                             [s[2][e] for s in chunk], [s[3][e] for s in chunk])
+    assert [apart.stream_added(e) for e in range(3)] == [25, 25, 25]
+    together.save(tmp_path / "a.bin")
+    apart.save(tmp_path / "b.bin")
+    assert (tmp_path / "a.bin").read_bytes() == (tmp_path / "b.bin").read_bytes()
+    for got, want in zip(apart.sample_batch(16), together.sample_batch(16)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_add_stream_ids_follow_the_streams_sequence():
+    mem = ReplayMemory(40, SHAPE, 1, 2, n_step=1, priority_exponent=1.0)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (6,) + SHAPE, dtype=np.uint8)
+    mem.add_stream(1, frames, np.arange(6), np.zeros(6), np.zeros(6, bool))
+    # Stream 1's transitions t = 0 .. 4 (t + 1 stored) have ids t * 2 + 1.
+    ids = np.arange(5) * 2 + 1
+    np.testing.assert_array_equal(mem.priorities(ids), np.ones(5))
+    assert mem.update_priorities(ids, np.arange(1.0, 6.0)) == 5
+    batch = mem.sample_batch(64)
+    assert set(batch.index.tolist()) <= set(ids.tolist())
+    np.testing.assert_array_equal(batch.a, (batch.index - 1) // 2)  # the action stored at t
+
+
+@pytest.mark.parametrize("args, error, message", [
+    ((2, np.zeros((1,) + SHAPE, np.uint8), [0], [0.0], [0]), IndexError,
+     r"env_index: 2 is not in \[0, 2\)"),
+    ((0, np.zeros((2,) + SHAPE, np.uint8), [0], [0.0, 0.0], [0, 0]), ValueError,
+     r"actions: expected shape \[2\] \(the number of frames\), got \[1\]"),
+    ((0, np.zeros((2,) + SHAPE, np.float32), [0, 0], [0.0, 0.0], [0, 0]), ValueError,
+     r"frames: expected dtype uint8 and shape \[2, 3, 2\], got float32"),
+    ((0, np.zeros(SHAPE, np.uint8), [0, 0, 0], [0.0] * 3, [0] * 3), ValueError,
+     r"frames: expected dtype uint8 and shape \[3, 3, 2\], got uint8 \[3, 2\]"),
+    ((0, np.zeros((2,) + SHAPE, np.uint8), [0, 0], [0.0, np.inf], [0, 0]), ValueError,
+     r"rewards\[1\] = inf is not a finite float32"),
+])
+def test_add_stream_bad_arguments_change_nothing(args, error, message):
+    mem = ReplayMemory(40, SHAPE, 1, 2)
+    with pytest.raises(error, match=message):
+        mem.add_stream(*args)
+    assert len(mem) == 0 and mem.stream_added(0) == 0

@@ -38,6 +38,15 @@ class ReplayMemory:
         rewards: npt.ArrayLike,
         terminals: npt.ArrayLike,
     ) -> None: ...
+    def add_stream(
+        self,
+        env_index: int,
+        frames: npt.NDArray[np.uint8],
+        actions: npt.ArrayLike,
+        rewards: npt.ArrayLike,
+        terminals: npt.ArrayLike,
+    ) -> None: ...
+    def stream_added(self, env_index: int) -> int: ...
     def sample(
         self, batch_size: int
     ) -> Tuple[

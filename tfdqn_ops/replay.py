@@ -100,6 +100,12 @@ API (see also `_replay.pyi`):
 * `add(frames, actions, rewards, terminals)`: frames uint8
   `[num_envs, *frame_shape]`; actions integers in [0, 2**31), rewards finite
   reals, terminals bools (or 0/1), each of shape `[num_envs]`.
+* `add_stream(env_index, frames, actions, rewards, terminals)`: k consecutive entries
+  of one stream (frames `[k, *frame_shape]`, the rest `[k]`), for streams fed at their
+  own pace (distributed actors); the same contents as adding them with `add`. The
+  transition of a stream's k-th entry (from 0) has the id `k * num_envs + env_index`, so
+  a producer can set its transitions' priorities itself; `stream_added(env_index)` counts
+  a stream's entries ever added.
 * `sample(batch_size) -> (s, a, r, s2, term)`: s, s2 uint8
   `[batch_size, history, *frame_shape]`; a int32, r float32, term float32
   (1.0 when s2's newest frame is terminal), each `[batch_size]`.

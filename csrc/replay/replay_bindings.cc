@@ -11,6 +11,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -233,6 +234,32 @@ PYBIND11_MODULE(_replay, m) {
             }
           },
           py::arg("frames"), py::arg("actions"), py::arg("rewards"), py::arg("terminals"))
+      .def(
+          "add_stream",
+          [](ReplayMemory& self, int64_t env_index, py::handle frames, py::handle actions,
+             py::handle rewards, py::handle terminals) {
+            if (env_index < 0 || env_index >= self.num_envs()) {
+              throw std::out_of_range("env_index: " + std::to_string(env_index) +
+                                      " is not in [0, " + std::to_string(self.num_envs()) + ")");
+            }
+            py::array arr = tfdqn::AsArray(frames);
+            const int64_t n = arr.ndim() >= 1 ? arr.shape(0) : -1;
+            py::array f = tfdqn::CheckFrames(
+                arr, "frames", tfdqn::Concat({std::max<int64_t>(n, 0)}, self.frame_shape()));
+            const char* length_is = "the number of frames";
+            const auto a =
+                tfdqn::CheckVector<int64_t>(actions, "actions", "iu", "integers", n, length_is);
+            const auto r = tfdqn::CheckVector<double>(rewards, "rewards", "fiub", "real numbers", n,
+                                                      length_is);
+            const auto t = tfdqn::CheckVector<double>(terminals, "terminals", "biuf",
+                                                      "booleans (or 0/1)", n, length_is);
+            const uint8_t* data = static_cast<const uint8_t*>(f.data());
+            py::gil_scoped_release release;
+            self.AddStream(env_index, n, data, a.data(), r.data(), t.data());
+          },
+          py::arg("env_index"), py::arg("frames"), py::arg("actions"), py::arg("rewards"),
+          py::arg("terminals"))
+      .def("stream_added", &ReplayMemory::stream_added, py::arg("env_index"))
       .def(
           "sample",
           [](ReplayMemory& self, int64_t batch_size) {

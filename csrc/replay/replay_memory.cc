@@ -304,50 +304,86 @@ void ReplayMemory::CheckEnvIndex(int64_t env_index) const {
   }
 }
 
-void ReplayMemory::Add(const uint8_t* frames, const int64_t* actions, const double* rewards,
-                       const double* terminals) {
-  for (int64_t e = 0; e < num_envs_; ++e) {
-    if (actions[e] < 0 || actions[e] > std::numeric_limits<int32_t>::max()) {
-      throw std::invalid_argument("actions[" + std::to_string(e) +
-                                  "] = " + std::to_string(actions[e]) + " is not in [0, 2^31)");
+namespace {
+
+// Every value of entries [0, count) checked before anything is written, so a failed add
+// changes nothing; messages name the position as the caller's arrays index it.
+void CheckEntries(int64_t count, const int64_t* actions, const double* rewards,
+                  const double* terminals) {
+  for (int64_t k = 0; k < count; ++k) {
+    if (actions[k] < 0 || actions[k] > std::numeric_limits<int32_t>::max()) {
+      throw std::invalid_argument("actions[" + std::to_string(k) +
+                                  "] = " + std::to_string(actions[k]) + " is not in [0, 2^31)");
     }
-    if (!std::isfinite(rewards[e]) || std::fabs(rewards[e]) > FLT_MAX) {
+    if (!std::isfinite(rewards[k]) || std::fabs(rewards[k]) > FLT_MAX) {
       std::ostringstream os;
-      os << "rewards[" << e << "] = " << rewards[e] << " is not a finite float32";
+      os << "rewards[" << k << "] = " << rewards[k] << " is not a finite float32";
       throw std::invalid_argument(os.str());
     }
-    if (terminals[e] != 0.0 && terminals[e] != 1.0) {
+    if (terminals[k] != 0.0 && terminals[k] != 1.0) {
       std::ostringstream os;
-      os << "terminals[" << e << "] = " << terminals[e] << " is not 0 or 1";
+      os << "terminals[" << k << "] = " << terminals[k] << " is not 0 or 1";
       throw std::invalid_argument(os.str());
     }
   }
+}
+
+}  // namespace
+
+void ReplayMemory::Add(const uint8_t* frames, const int64_t* actions, const double* rewards,
+                       const double* terminals) {
+  CheckEntries(num_envs_, actions, rewards, terminals);
   std::lock_guard<std::mutex> lock(mu_);
   for (int64_t e = 0; e < num_envs_; ++e) {
-    Segment& seg = segments_[e];
-    const int64_t slot = seg.begin + seg.write;
-    const bool overwrote = seg.size == seg.capacity;
-    if (overwrote) {
-      seg.terminals -= terminals_[slot];
-    } else {
-      ++seg.size;
-    }
-    std::memcpy(frames_ + slot * frame_bytes_, frames + e * frame_bytes_, frame_bytes_);
-    actions_[slot] = static_cast<int32_t>(actions[e]);
-    rewards_[slot] = static_cast<float>(rewards[e]);
-    terminals_[slot] = terminals[e] != 0.0 ? 1 : 0;
-    seg.terminals += terminals_[slot];
-    if (++seg.write == seg.capacity) seg.write = 0;
-    ++seg.added;
-    if (prioritized()) {
-      // What this add changed (ValidTransitionLocked): the overwritten slot's old transition
-      // and, once the oldest entry is gone, the transition whose history began with it are
-      // no longer valid; the transition n entries back now has its n entries.
-      SetPriorityLocked(slot, 0.0);
-      if (overwrote && history_ >= 2) SetPriorityLocked(Slot(seg, history_ - 2), 0.0);
-      const int64_t t = seg.size - 1 - options_.n_step;
-      if (t >= 0 && ValidTransitionLocked(seg, t)) SetPriorityLocked(Slot(seg, t), max_priority_);
-    }
+    AppendLocked(e, frames + e * frame_bytes_, actions[e], rewards[e], terminals[e]);
+  }
+}
+
+void ReplayMemory::AddStream(int64_t env_index, int64_t count, const uint8_t* frames,
+                             const int64_t* actions, const double* rewards,
+                             const double* terminals) {
+  CheckEnvIndex(env_index);
+  if (count < 0) {
+    throw std::invalid_argument("count: expected >= 0, got " + std::to_string(count));
+  }
+  CheckEntries(count, actions, rewards, terminals);
+  std::lock_guard<std::mutex> lock(mu_);
+  for (int64_t k = 0; k < count; ++k) {
+    AppendLocked(env_index, frames + k * frame_bytes_, actions[k], rewards[k], terminals[k]);
+  }
+}
+
+int64_t ReplayMemory::stream_added(int64_t env_index) const {
+  CheckEnvIndex(env_index);
+  std::lock_guard<std::mutex> lock(mu_);
+  return segments_[env_index].added;
+}
+
+void ReplayMemory::AppendLocked(int64_t e, const uint8_t* frame, int64_t action, double reward,
+                                double terminal) {
+  Segment& seg = segments_[e];
+  const int64_t slot = seg.begin + seg.write;
+  const bool overwrote = seg.size == seg.capacity;
+  if (overwrote) {
+    seg.terminals -= terminals_[slot];
+  } else {
+    ++seg.size;
+  }
+  std::memcpy(frames_ + slot * frame_bytes_, frame, frame_bytes_);
+  actions_[slot] = static_cast<int32_t>(action);
+  rewards_[slot] = static_cast<float>(reward);
+  terminals_[slot] = terminal != 0.0 ? 1 : 0;
+  seg.terminals += terminals_[slot];
+  if (++seg.write == seg.capacity) seg.write = 0;
+  ++seg.added;
+  if (prioritized()) {
+    // What this add changed (ValidTransitionLocked): the overwritten slot's old transition
+    // and, once the oldest entry is gone, the transition whose history began with it are
+    // no longer valid; the transition n entries back now has its n entries.
+    SetPriorityLocked(slot, 0.0);
+    if (overwrote && history_ >= 2) SetPriorityLocked(Slot(seg, history_ - 2), 0.0);
+    const int64_t t = seg.size - 1 - options_.n_step;
+    if (t >= 0 && ValidTransitionLocked(seg, t)) SetPriorityLocked(Slot(seg, t), max_priority_);
   }
 }
 

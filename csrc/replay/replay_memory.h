@@ -137,6 +137,14 @@ class ReplayMemory {
   void Add(const uint8_t* frames, const int64_t* actions, const double* rewards,
            const double* terminals);
 
+  // Appends `count` consecutive entries to stream env_index alone (frames:
+  // count * frame_bytes() bytes; the other arrays count values), checked as
+  // Add checks them. For streams fed at their own pace, e.g. by distributed
+  // actors. The entry added k-th to a stream (from 0) has the sequence number
+  // k, and its transition the id k * num_envs + env_index (UpdatePriorities).
+  void AddStream(int64_t env_index, int64_t count, const uint8_t* frames, const int64_t* actions,
+                 const double* rewards, const double* terminals);
+
   // Samples batch_size windows uniformly among the valid ones (with
   // replacement) into caller buffers: s, s2: [batch, history, *frame_shape]
   // uint8; a: int32 [batch]; r, term: float32 [batch].
@@ -189,7 +197,8 @@ class ReplayMemory {
   int64_t frame_bytes() const { return frame_bytes_; }
   int64_t size() const;  // entries stored, all streams together
   int64_t stream_size(int64_t env_index) const;
-  int64_t num_valid_windows() const;  // windows that sample() can return
+  int64_t stream_added(int64_t env_index) const;  // entries ever added to the stream
+  int64_t num_valid_windows() const;              // windows that sample() can return
   std::array<uint64_t, 4> rng_state() const;
   const ReplayOptions& options() const { return options_; }
   bool prioritized() const { return options_.priority_exponent > 0.0; }
@@ -206,6 +215,8 @@ class ReplayMemory {
   };
 
   void CheckEnvIndex(int64_t env_index) const;
+  void AppendLocked(int64_t env_index, const uint8_t* frame, int64_t action, double reward,
+                    double terminal);
   // Flat entry index of the entry at logical position i of segment seg
   // (0 = oldest stored entry); requires 0 <= i < seg.capacity.
   static int64_t Slot(const Segment& seg, int64_t i) {

@@ -1,0 +1,341 @@
+"""Ape-X-style distributed DQN on Ray Core (Horgan et al. 2018, "Distributed Prioritized
+Experience Replay"): many actor processes feed one prioritized replay; one learner.
+
+    ActorWorker (N Ray actors)   own environments; trainer.Actor's acting part at a fixed
+                                 epsilon 0.4^(1 + 7 i / (N - 1)); every --send-every agent
+                                 steps sends its streams' new entries (uint8 frames, one per
+                                 transition) with the initial priorities of the transitions
+                                 they complete, computed from its own Q-values; at most
+                                 --max-in-flight sends outstanding (ray.wait).
+    ReplayServer (1 Ray actor)   the prioritized n-step tfdqn_ops.ReplayMemory; one stream
+                                 per actor environment (add_stream), samples and priority
+                                 updates for the learner, finished games for the logs.
+    ParameterServer              the newest weights as ONE object-store reference (ray.put
+                                 by the learner every --weights-every updates); actors
+                                 fetch it every --weights-poll agent steps.
+    EvalWorker                   evaluations at --eval-ep with the learner's weights.
+    learner (the driver)         python/apex.py: samples ahead, the op's importance-
+                                 weighted update, new priorities, target copies.
+
+Sharding the replay (not implemented): one ReplayServer holds every stream. When its
+ingest rate is the bottleneck, streams can be split over S servers by stream index (each a
+whole ReplayMemory with its own sum tree); the learner then draws each batch's rows from
+the servers in proportion to their total priorities (a multinomial over the S totals) and
+computes the importance weights from each row's p^alpha / (sum of the S totals) and the
+global N and minimum, which each server reports with its samples. docs/BENCHMARKS.md §10
+has the ingest rate of one server that decides it.
+"""
+
+import json
+import os
+import time
+from collections import deque
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import ray
+
+# An actor's TF uses one thread: the actors share the machine's cores.
+_ACTOR_THREADS = 1
+
+
+def apex_epsilon(index: int, num_actors: int, base: float = 0.4, alpha: float = 7.0) -> float:
+    """Ape-X's per-actor exploration: base^(1 + alpha * i / (N - 1)); base for one actor."""
+    if num_actors <= 1:
+        return base
+    return base ** (1.0 + alpha * index / (num_actors - 1))
+
+
+def _import_tensorflow(threads: int):
+    from dqn.quiet_tf import import_tensorflow
+    tf = import_tensorflow()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # already initialized in this process
+        pass
+    return tf
+
+
+def _config(cfg_json: str):
+    from dqn import config as config_lib
+    return config_lib.config_from_dict(json.loads(cfg_json))
+
+
+# --------------------------------------------------------------------------------------------
+# Priorities the actors compute
+
+
+class StreamPriorities:
+    """Initial priorities of one stream's n-step transitions, from the actor's own Q-values:
+    |R + discount^m (1 - term) max_a Q(s_{t+m}) - Q(s_t, a_t)| + epsilon, with R and m as the
+    replay memory forms them (the return stops after the first terminal entry). Entries come
+    in the order they are added to the stream, each with Q of its state (the state whose
+    newest frame is the entry)."""
+
+    def __init__(self, n_step: int, discount: float, epsilon: float, first_sequence: int):
+        self.n, self.discount, self.epsilon = n_step, discount, epsilon
+        self.entries: deque = deque()  # (sequence, q_row, action, reward, terminal)
+        self.next_sequence = first_sequence
+
+    def add(self, q_row: np.ndarray, action: int, reward: float, terminal: bool) -> None:
+        self.entries.append((self.next_sequence, q_row, int(action), float(reward),
+                             bool(terminal)))
+        self.next_sequence += 1
+
+    def ready(self) -> Tuple[List[int], List[float]]:
+        """(sequences, priorities) of the transitions whose n entries after them are in."""
+        sequences, priorities = [], []
+        while self.entries:
+            first = self.entries[0]
+            # Entries t .. t + n are needed unless a terminal comes earlier.
+            ret, scale, m, ended = 0.0, 1.0, 0, False
+            complete = False
+            while m < self.n:
+                if m + 1 >= len(self.entries):
+                    break
+                ret += scale * self.entries[m][3]
+                scale *= self.discount
+                ended = self.entries[m + 1][4]
+                m += 1
+                if ended:
+                    break
+            complete = ended or m == self.n
+            if not complete:
+                break
+            self.entries.popleft()
+            if first[4]:  # a terminal entry starts no transition
+                continue
+            bootstrap = 0.0 if ended else scale * float(np.max(self.entries[m - 1][1]))
+            td = ret + bootstrap - float(first[1][first[2]])
+            sequences.append(first[0])
+            priorities.append(abs(td) + self.epsilon)
+        return sequences, priorities
+
+
+# --------------------------------------------------------------------------------------------
+# Ray actors
+
+
+@ray.remote
+class ReplayServer:
+    """The prioritized n-step replay memory, one stream per actor environment."""
+
+    def __init__(self, capacity: int, frame_shape: Sequence[int], history: int,
+                 num_streams: int, seed: int, n_step: int, discount: float,
+                 priority_exponent: float):
+        from tfdqn_ops import ReplayMemory
+        self.memory = ReplayMemory(capacity, tuple(frame_shape), history, num_streams, seed,
+                                   n_step=n_step, discount=discount,
+                                   priority_exponent=priority_exponent)
+        self.received = 0
+        self.games: List[Tuple[float, int]] = []
+
+    def add(self, stream: int, frames, actions, rewards, terminals, sequences, priorities,
+            games) -> int:
+        """A send of one actor stream: entries, then the initial priorities of the
+        transitions they complete (ids from the stream's sequence numbers)."""
+        self.memory.add_stream(stream, frames, actions, rewards, terminals)
+        if len(sequences):
+            ids = np.asarray(sequences, np.int64) * self.memory.num_envs + stream
+            self.memory.update_priorities(ids, np.asarray(priorities, np.float64))
+        self.received += len(actions)
+        self.games.extend(games)
+        return self.received
+
+    def stream_added(self, stream: int) -> int:
+        return self.memory.stream_added(stream)
+
+    def sample(self, batch_size: int, importance_exponent: float):
+        if self.memory.num_valid_windows == 0:
+            return None
+        return tuple(self.memory.sample_batch(batch_size, importance_exponent))
+
+    def update_priorities(self, ids, priorities) -> int:
+        return self.memory.update_priorities(ids, priorities)
+
+    def stats(self) -> Dict[str, object]:
+        games, self.games = self.games, []
+        return dict(received=self.received, size=len(self.memory),
+                    valid=self.memory.num_valid_windows, games=games)
+
+    def save(self, path: str) -> None:
+        self.memory.save(path)
+
+    def load(self, path: str) -> None:
+        from tfdqn_ops import ReplayMemory
+        self.memory = ReplayMemory.load(path)
+
+    def set_received(self, received: int) -> None:
+        self.received = received
+
+
+@ray.remote(num_cpus=0)
+class ParameterServer:
+    """The newest weights: a version number and one object-store reference."""
+
+    def __init__(self):
+        self.version, self.ref = -1, None
+
+    def set(self, version: int, boxed_ref: list) -> None:
+        # The reference arrives boxed in a list so that Ray hands over the reference, not
+        # the arrays; keeping it here keeps the object alive for the actors.
+        self.version, self.ref = version, boxed_ref[0]
+
+    def latest(self) -> list:
+        return [self.version, self.ref]  # boxed again: the caller fetches the arrays once
+
+
+def _network(cfg):
+    """(pool, q function, model) for cfg: the acting network of a worker."""
+    from dqn.build import make_pool, network_factory
+    from dqn import networks
+    pool = make_pool(cfg, cfg.num_envs, training=True)
+    _, spec, build = network_factory(cfg, pool)
+    model = build()
+    return pool, networks.compile_q(model, spec, jit_compile=cfg.jit_act), model
+
+
+@ray.remote
+class ActorWorker:
+    """Acts in cfg.num_envs environments at a fixed epsilon and feeds the replay server."""
+
+    def __init__(self, cfg_json: str, index: int, num_actors: int, replay, params,
+                 send_every: int, max_in_flight: int, weights_poll: int,
+                 priority_epsilon: float):
+        _import_tensorflow(_ACTOR_THREADS)
+        from tfdqn_ops import ReplayMemory
+        from dqn import envs as envs_lib
+        from dqn import trainer as trainer_lib
+
+        cfg = _config(cfg_json)
+        self.cfg, self.index, self.replay, self.params = cfg, index, replay, params
+        self.send_every, self.max_in_flight = send_every, max_in_flight
+        self.weights_poll = weights_poll
+        self.pool, q, self.model = _network(cfg)
+        self.version = -1
+        self.epsilon = apex_epsilon(index, num_actors)
+        n = len(self.pool)
+        self.streams = [index * n + j for j in range(n)]
+        # The frame stack the actor acts on (nothing is sampled from it).
+        self.stack = ReplayMemory(n * (cfg.hist_len + 1), self.pool.codec.frame_shape,
+                                  cfg.hist_len, n)
+        self.outbox = [dict(frames=[], actions=[], rewards=[], terminals=[]) for _ in range(n)]
+        self.games: List[Tuple[float, int]] = []
+        self.in_flight: List = []
+        seed = envs_lib.derive_seed
+        restarted = []
+        self.priorities = []
+        for j, stream in enumerate(self.streams):
+            added = ray.get(replay.stream_added.remote(stream))
+            self.priorities.append(StreamPriorities(cfg.n_step, cfg.discount, priority_epsilon,
+                                                    added))
+            restarted.append(added > 0)
+        self.pool.reset([seed(cfg.seed, 10, index, j, int(time.time() * 1e3) % 2**31
+                              if any(restarted) else 0) for j in range(n)])
+        self._cut_restarted_streams(restarted)
+        self.actor = trainer_lib.Actor(cfg, self.pool, self, q, times=trainer_lib.PhaseTimes(),
+                                       rng=np.random.default_rng(seed(cfg.seed, 11, index)))
+        self.actor.epsilon = lambda step: self.epsilon  # Ape-X: fixed per actor
+        self.q = q
+        self.steps = 0
+        self._pull_weights(block=True)
+
+    # -- what trainer.Actor calls as its "replay" ----------------------------------------------
+    def acting_states(self, frames):
+        return self.stack.acting_states(frames)
+
+    def add(self, frames, actions, rewards, terminals) -> None:
+        self.stack.add(frames, actions, rewards, terminals)
+        for j, box in enumerate(self.outbox):
+            box["frames"].append(frames[j])
+            box["actions"].append(int(actions[j]))
+            box["rewards"].append(float(rewards[j]))
+            box["terminals"].append(bool(terminals[j]))
+            self.priorities[j].add(self._q_rows[j], actions[j], rewards[j], terminals[j])
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _cut_restarted_streams(self, restarted: Sequence[bool]) -> None:
+        """A restarted actor continues its streams with a new game: one zero terminal entry
+        first, so that no history or return joins the lost game to the new one."""
+        frame_shape = self.pool.codec.frame_shape
+        for j, stream in enumerate(self.streams):
+            if restarted[j]:
+                ray.get(self.replay.add.remote(stream, np.zeros((1,) + frame_shape, np.uint8),
+                                               [0], [0.0], [True], [], [], []))
+                self.priorities[j].next_sequence += 1
+
+    def _pull_weights(self, block: bool = False) -> None:
+        version, ref = ray.get(self.params.latest.remote())
+        if ref is not None and version != self.version:
+            self.model.set_weights(ray.get(ref))
+            self.version = version
+
+    def _send(self) -> None:
+        for j, box in enumerate(self.outbox):
+            if not box["actions"]:
+                continue
+            sequences, priorities = self.priorities[j].ready()
+            games = self.games if j == 0 else []
+            self.in_flight.append(self.replay.add.remote(
+                self.streams[j], np.stack(box["frames"]), np.asarray(box["actions"]),
+                np.asarray(box["rewards"], np.float32), np.asarray(box["terminals"]),
+                sequences, priorities, list(games)))
+            for key in box:
+                box[key] = []
+            if j == 0:
+                self.games = []
+        while len(self.in_flight) > self.max_in_flight:  # back-pressure
+            done, self.in_flight = ray.wait(self.in_flight, num_returns=1)
+            ray.get(done)
+
+    def run(self, max_steps: Optional[int] = None) -> int:
+        """Acts until stopped (or max_steps agent steps, for tests); returns its steps."""
+        target = None if max_steps is None else self.steps + max_steps
+        while target is None or self.steps < target:
+            states = self.actor.states()
+            self._q_rows = self.q(states)
+            self.actor.prefetched_q = self._q_rows
+            result = self.actor.act(self.steps)
+            self.games.extend(result.finished)
+            before = self.steps
+            self.steps += len(self.pool)
+            if self.steps // self.send_every > before // self.send_every:
+                self._send()
+            if self.steps // self.weights_poll > before // self.weights_poll:
+                self._pull_weights()
+        self._send()
+        ray.get(self.in_flight)
+        self.in_flight = []
+        return self.steps
+
+    def where(self) -> Tuple[int, str]:
+        """(process id, node id): for tests and tools."""
+        return os.getpid(), ray.get_runtime_context().get_node_id()
+
+
+@ray.remote
+class EvalWorker:
+    """Evaluations at --eval-ep on environments of its own, with given weights."""
+
+    def __init__(self, cfg_json: str):
+        _import_tensorflow(_ACTOR_THREADS)
+        from dqn.build import make_pool, network_factory
+        from dqn import networks
+        cfg = _config(cfg_json)
+        self.cfg = cfg
+        self.pool = make_pool(cfg, cfg.eval_envs, training=False)
+        _, spec, build = network_factory(cfg, self.pool)
+        self.model = build()
+        self.q = networks.compile_q(self.model, spec, jit_compile=cfg.jit_act)
+
+    def evaluate(self, boxed_ref: list, index: int) -> dict:
+        from dqn.envs import derive_seed as seed
+        from dqn.evaluation import evaluate
+        cfg = self.cfg
+        self.model.set_weights(ray.get(boxed_ref[0]))
+        result = evaluate(self.q, self.pool, cfg.hist_len, epsilon=cfg.eval_ep,
+                          rng=np.random.default_rng(seed(cfg.seed, 5, index)),
+                          seeds=[seed(cfg.seed, 4, index, i) for i in range(cfg.eval_envs)],
+                          steps=cfg.eval_steps)
+        return result.record()

@@ -1,0 +1,139 @@
+"""Ape-X on Ray (python/apex.py, python/dqn/apex.py) with one local Ray instance shared by
+the module (ray.init(num_cpus=2); starting Ray takes seconds): the actors' initial
+priorities, CartPole learning with two actors, an actor killed mid-run, resume."""
+
+import json
+import os
+import pathlib
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="Ape-X needs ray (pip install '.[distributed]')")
+pytest.importorskip("gymnasium", reason="the trainer needs gymnasium (pip install .[atari])")
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "python"))
+
+import apex  # noqa: E402  (python/apex.py)
+from dqn import apex as apex_lib  # noqa: E402
+from dqn import checkpoint  # noqa: E402
+from apex_helpers import actor_places  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=256 << 20, runtime_env=apex.runtime_env())
+    yield
+    ray.shutdown()
+
+
+def read_metrics(run_dir, kind):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [r for r in map(json.loads, f) if r["type"] == kind]
+
+
+def test_apex_epsilons():
+    eps = [apex_lib.apex_epsilon(i, 8) for i in range(8)]
+    assert eps[0] == pytest.approx(0.4) and eps[-1] == pytest.approx(0.4 ** 8)
+    assert all(a > b for a, b in zip(eps, eps[1:]))
+    assert apex_lib.apex_epsilon(0, 1) == 0.4
+
+
+def test_actor_priorities_are_the_n_step_td_errors():
+    """Entries with Q rows; the priorities of the transitions they complete, written out."""
+    gamma, n = 0.9, 3
+    p = apex_lib.StreamPriorities(n, gamma, 1e-6, first_sequence=10)
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(8, 2))
+    actions = [0, 1, 1, 0, 1, 0, 0, 1]
+    rewards = [1.0, 0.0, 2.0, 0.5, 1.0, 0.0, 3.0, 0.0]
+    terminals = [False, False, False, False, True, False, False, False]
+    for k in range(8):
+        p.add(q[k], actions[k], rewards[k], terminals[k])
+    sequences, priorities = p.ready()
+
+    def td(t):
+        ret, scale, m = 0.0, 1.0, 0
+        while m < n:
+            ret += scale * rewards[t + m]
+            scale *= gamma
+            m += 1
+            if terminals[t + m]:
+                return ret - q[t, actions[t]]
+        return ret + scale * q[t + m].max() - q[t, actions[t]]
+    # t = 0..4 complete (t + 3 <= 7, or a terminal at 4 stops t = 1..3 early); t = 4 is the
+    # terminal entry itself (no transition); t = 5 needs entries up to 8.
+    assert sequences == [10, 11, 12, 13]
+    np.testing.assert_allclose(priorities, [abs(td(t)) + 1e-6 for t in range(4)])
+    assert [e[0] for e in p.entries] == [15, 16, 17]  # waiting for what follows
+
+
+def run_in_thread(argv):
+    result = {}
+
+    def target():
+        try:
+            result["code"] = apex.main(argv)
+        except BaseException as e:  # noqa: BLE001 - reported to the test
+            result["error"] = e
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, result
+
+
+CARTPOLE = ["--preset", "classic", "--env", "CartPole-v1", "--actors", "2", "--num-envs", "4",
+            "--learn-start", "1000", "--replay-memory", "50000", "--send-every", "25",
+            "--eval-freq", "5000", "--eval-steps", "2000", "--prog-freq", "2000",
+            "--save-freq", "0", "--jit-act"]
+
+
+def test_cartpole_learns_with_two_actors(local_ray, tmp_path):
+    run_dir = str(tmp_path / "cartpole")
+    code = apex.main(CARTPOLE + ["--steps", "150000", "--stop-score", "475",
+                                 "--run-dir", run_dir])
+    assert code == 0
+    evals = read_metrics(run_dir, "eval")
+    assert evals and max(e["eval_mean_score"] or 0 for e in evals) >= 475, evals
+    train = read_metrics(run_dir, "train")
+    assert train and train[-1]["updates"] > 0
+    assert checkpoint.latest(run_dir) is not None
+
+
+def test_a_killed_actor_is_replaced_and_the_run_completes(local_ray, tmp_path):
+    run_dir = str(tmp_path / "killed")
+    thread, result = run_in_thread(CARTPOLE + ["--steps", "30000", "--run-dir", run_dir])
+    places = actor_places()
+    assert places, "the actors did not start"
+    deadline = time.time() + 120
+    while not os.path.exists(os.path.join(run_dir, "metrics.jsonl")) and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(3)  # well into the run
+    pid = next(iter(places.values()))[0]
+    assert pid is not None, "the actors did not start"
+    os.kill(pid, signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive() and result.get("code") == 0, result
+    train = read_metrics(run_dir, "train")
+    assert train[-1]["step"] >= 30000 and max(t["actor_restarts"] for t in train) >= 1
+
+
+def test_resume_continues_the_counters(local_ray, tmp_path):
+    run_dir = str(tmp_path / "resumed")
+    assert apex.main(CARTPOLE + ["--steps", "8000", "--save-freq", "4000",
+                                 "--run-dir", run_dir]) == 0
+    first = checkpoint.latest(run_dir)
+    saved = json.loads(pathlib.Path(first, "state.json").read_text())
+    assert apex.main(["--resume", run_dir, "--steps", "16000", "--actors", "2"]) == 0
+    train = read_metrics(run_dir, "train")
+    steps = [t["step"] for t in train]
+    assert steps == sorted(steps) and steps[-1] >= 16000
+    assert checkpoint.latest(run_dir) != first
+    del saved
