@@ -13,7 +13,7 @@ the target network is copied every --target-q / --update-freq learner updates (D
 10,000 / 4 = 2,500, Ape-X's figure); sampling is always prioritized (--priority-exponent,
 --importance-exponent rising to 1 at --steps, --priority-epsilon); --ep-* do not apply
 (actor i explores at 0.4^(1 + 7 i / (N - 1))). Its own flags: --actors, --ray-address,
---send-every, --max-in-flight, --weights-every, --weights-poll.
+--send-every, --max-in-flight, --weights-every, --weights-poll, --max-steps-per-update.
 
 Exit codes: 0 finished, or stopped by SIGINT/SIGTERM after saving a checkpoint; 2 bad input.
 """
@@ -51,6 +51,10 @@ def build_apex_parser() -> argparse.ArgumentParser:
                    help="learner updates between weight publications (default: 50)")
     p.add_argument("--weights-poll", type=int, default=400,
                    help="agent steps between an actor's weight fetches (default: 400)")
+    p.add_argument("--max-steps-per-update", type=float, default=0.0,
+                   help="rate limit: once learning starts, the actors together run at most "
+                        "this many agent steps per learner update (DQN 3.0 runs 4); 0: no "
+                        "limit, as Ape-X (default: 0)")
     return p
 
 
@@ -73,6 +77,8 @@ def parse(argv=None):
         if getattr(apex, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got "
                               f"{getattr(apex, name)}")
+    if not apex.max_steps_per_update >= 0:
+        raise ConfigError(f"--max-steps-per-update must be >= 0, got {apex.max_steps_per_update}")
     if apex.ray_address not in (None, "auto"):
         check_reachable(apex.ray_address)
     if cfg.run_dir is None:
@@ -125,9 +131,13 @@ class ReplayProxy:
 
 
 def runtime_env() -> dict:
-    """What Ray's worker processes need besides an installed tfdqn_ops: the trainer's `dqn`
-    package, shipped by Ray to every node of the cluster."""
-    return {"py_modules": [os.path.join(os.path.dirname(os.path.abspath(__file__)), "dqn")],
+    """What Ray's worker processes need besides an installed tfdqn_ops: this directory (the
+    trainer's `dqn` package), shipped by Ray to every node of the cluster as the workers'
+    working directory. (Without a working_dir Ray would put the driver's current directory
+    on the workers' path, and from the repository root they would import the unbuilt
+    tfdqn_ops source tree.)"""
+    return {"working_dir": os.path.dirname(os.path.abspath(__file__)),
+            "excludes": ["__pycache__"],
             "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}}
 
 
@@ -213,10 +223,12 @@ def main(argv=None) -> int:
     publish()
     # Named (apex-actor-<i>-<run token>) so that tools and tests can find them.
     token = os.urandom(4).hex()
-    workers = [apex_lib.ActorWorker.options(num_cpus=1, max_restarts=-1,
+    # max_concurrency 2: run() never returns, and where() must still be answerable.
+    workers = [apex_lib.ActorWorker.options(num_cpus=1, max_restarts=-1, max_concurrency=2,
                                             name=f"apex-actor-{i}-{token}").remote(
         cfg_json, i, apex.actors, replay, params, apex.send_every, apex.max_in_flight,
-        apex.weights_poll, cfg.priority_epsilon) for i in range(apex.actors)]
+        apex.weights_poll, cfg.priority_epsilon, apex.max_steps_per_update)
+        for i in range(apex.actors)]
     running = {w.run.remote(): i for i, w in enumerate(workers)}
     evaluator = apex_lib.EvalWorker.options(**here).remote(cfg_json) \
         if cfg.eval_freq else None
@@ -232,6 +244,7 @@ def main(argv=None) -> int:
     priority_updates = []
     started = time.time() - state.train_seconds
     last_stats, last_updates, restarts = time.time(), state.updates, 0
+    last_ask, stats = 0.0, dict(received=state.step, size=0, valid=0, games=[])
 
     def save() -> None:
         t = time.perf_counter()
@@ -254,12 +267,14 @@ def main(argv=None) -> int:
                 log.message(f"actor {i} stopped ({type(e).__name__}); restarting it")
             running[workers[i].run.remote()] = i
 
-        # ---- what the actors sent ------------------------------------------------------------
-        stats = ray.get(replay.stats.remote())
+        # ---- what the actors sent (asked a few times a second: each ask is a round trip) ----
         before = state.step
-        state.step = stats["received"]
-        for score, length in stats["games"]:
-            log.game(state.step, score, length, state.record_game(score))
+        if time.time() - last_ask >= 0.2:
+            last_ask = time.time()
+            stats = ray.get(replay.stats.remote())
+            state.step = stats["received"]
+            for score, length in stats["games"]:
+                log.game(state.step, score, length, state.record_game(score))
 
         # ---- learn -------------------------------------------------------------------------------
         if stats["valid"] > 0 and stats["size"] >= cfg.learn_start:
@@ -322,8 +337,6 @@ def main(argv=None) -> int:
     # ---- stop every actor, save, leave no process behind ----------------------------------------
     for w in workers:
         ray.kill(w)
-    if pending_eval is not None:
-        ray.cancel(pending_eval, force=True)
     state.train_seconds = time.time() - started
     if saved_at != state.step:
         save()

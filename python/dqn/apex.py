@@ -129,19 +129,24 @@ class ReplayServer:
                                    n_step=n_step, discount=discount,
                                    priority_exponent=priority_exponent)
         self.received = 0
+        self.updates = 0  # learner updates whose priorities came back
         self.games: List[Tuple[float, int]] = []
 
     def add(self, stream: int, frames, actions, rewards, terminals, sequences, priorities,
-            games) -> int:
+            games) -> Tuple[int, int]:
         """A send of one actor stream: entries, then the initial priorities of the
-        transitions they complete (ids from the stream's sequence numbers)."""
+        transitions they complete (ids from the stream's sequence numbers). Returns the
+        counts an actor's rate limit needs: (agent steps received, learner updates)."""
         self.memory.add_stream(stream, frames, actions, rewards, terminals)
         if len(sequences):
             ids = np.asarray(sequences, np.int64) * self.memory.num_envs + stream
             self.memory.update_priorities(ids, np.asarray(priorities, np.float64))
         self.received += len(actions)
         self.games.extend(games)
-        return self.received
+        return self.received, self.updates
+
+    def counts(self) -> Tuple[int, int]:
+        return self.received, self.updates
 
     def stream_added(self, stream: int) -> int:
         return self.memory.stream_added(stream)
@@ -152,6 +157,7 @@ class ReplayServer:
         return tuple(self.memory.sample_batch(batch_size, importance_exponent))
 
     def update_priorities(self, ids, priorities) -> int:
+        self.updates += 1
         return self.memory.update_priorities(ids, priorities)
 
     def stats(self) -> Dict[str, object]:
@@ -202,7 +208,7 @@ class ActorWorker:
 
     def __init__(self, cfg_json: str, index: int, num_actors: int, replay, params,
                  send_every: int, max_in_flight: int, weights_poll: int,
-                 priority_epsilon: float):
+                 priority_epsilon: float, max_steps_per_update: float = 0.0):
         _import_tensorflow(_ACTOR_THREADS)
         from tfdqn_ops import ReplayMemory
         from dqn import envs as envs_lib
@@ -212,6 +218,8 @@ class ActorWorker:
         self.cfg, self.index, self.replay, self.params = cfg, index, replay, params
         self.send_every, self.max_in_flight = send_every, max_in_flight
         self.weights_poll = weights_poll
+        self.max_steps_per_update = max_steps_per_update
+        self.counts = (0, 0)  # (agent steps received, learner updates), as last reported
         self.pool, q, self.model = _network(cfg)
         self.version = -1
         self.epsilon = apex_epsilon(index, num_actors)
@@ -285,9 +293,27 @@ class ActorWorker:
                 box[key] = []
             if j == 0:
                 self.games = []
+        done, self.in_flight = ray.wait(self.in_flight, num_returns=len(self.in_flight),
+                                        timeout=0)
         while len(self.in_flight) > self.max_in_flight:  # back-pressure
-            done, self.in_flight = ray.wait(self.in_flight, num_returns=1)
-            ray.get(done)
+            finished, self.in_flight = ray.wait(self.in_flight, num_returns=1)
+            done += finished
+        if done:
+            self.counts = max([self.counts] + ray.get(done))
+        self._wait_for_the_learner()
+
+    def _wait_for_the_learner(self) -> None:
+        """The rate limit (--max-steps-per-update R): once learning has started, the actors
+        together run at most R agent steps ahead per learner update."""
+        limit = self.max_steps_per_update
+        if limit <= 0:
+            return
+        while True:
+            received, updates = self.counts
+            if received <= self.cfg.learn_start or received <= limit * (updates + 1):
+                return
+            time.sleep(0.01)
+            self.counts = ray.get(self.replay.counts.remote())
 
     def run(self, max_steps: Optional[int] = None) -> int:
         """Acts until stopped (or max_steps agent steps, for tests); returns its steps."""
