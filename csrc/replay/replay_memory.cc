@@ -603,12 +603,17 @@ void ReplayMemory::DrawPrioritizedLocked(int64_t batch_size, double importance_e
   const double count = static_cast<double>(NumValidLocked());
   // The largest weight of any valid transition, (N * P_min)^-beta, normalizes them all.
   const double max_weight = std::pow(count * min_tree_->min() / total, -importance_exponent);
+  // Stratified: one draw from each of batch_size equal parts of [0, total) (Schaul et al.),
+  // so a batch covers the whole range of priorities. All descents at once (find_many).
+  std::vector<double> u(static_cast<size_t>(batch_size));
+  std::vector<int64_t> slots(static_cast<size_t>(batch_size));
   for (int64_t b = 0; b < batch_size; ++b) {
-    // Stratified: one draw from each of batch_size equal parts of [0, total) (Schaul et
-    // al.), so a batch covers the whole range of priorities.
     const double unit = static_cast<double>(rng_.Next() >> 11) * 0x1.0p-53;  // [0, 1)
-    const double u = (static_cast<double>(b) + unit) * total / static_cast<double>(batch_size);
-    const int64_t slot = sum_tree_->find(u);
+    u[b] = (static_cast<double>(b) + unit) * total / static_cast<double>(batch_size);
+  }
+  sum_tree_->find_many(u.data(), batch_size, slots.data());
+  for (int64_t b = 0; b < batch_size; ++b) {
+    const int64_t slot = slots[b];
     const Segment& seg = segments_[SegmentOfSlot(slot)];
     TakeWindowLocked(b, seg, Logical(seg, slot), out.a, out.r, out.term, out.discount, out.index);
     const double p = sum_tree_->get(slot) / total;

@@ -55,21 +55,40 @@ class SumTree {
   int64_t find(double u) const {
     if (!(nodes_[1] > 0.0)) throw std::logic_error("SumTree::find on an empty tree");
     int64_t node = 1;
-    while (node < leaf_base_) {
-      const int64_t left = 2 * node;
-      // Right when u is past the left subtree (an empty left subtree included: u >= 0 ==
-      // its sum), unless the right one is empty too (u at or past the top end).
-      if (u >= nodes_[left] && nodes_[left + 1] > 0.0) {
-        u -= nodes_[left];
-        node = left + 1;
-      } else {
-        node = left;
-      }
-    }
+    while (node < leaf_base_) node = Descend(node, &u);
     return node - leaf_base_;
   }
 
+  // find() for n values at once: the same leaves. The descents go level by level, all n
+  // at the same depth, with the next level's node of each prefetched, so that the n
+  // cache misses of a level overlap; one descent alone is a chain of dependent misses
+  // (about 20 for 1M leaves, most of them outside the caches).
+  void find_many(const double* u, int64_t n, int64_t* out) const {
+    if (!(nodes_[1] > 0.0)) throw std::logic_error("SumTree::find on an empty tree");
+    std::vector<double> rest(u, u + n);
+    for (int64_t i = 0; i < n; ++i) out[i] = 1;
+    for (int64_t width = 1; width < leaf_base_; width *= 2) {  // one level per pass
+      for (int64_t i = 0; i < n; ++i) {
+        out[i] = Descend(out[i], &rest[i]);
+        __builtin_prefetch(&nodes_[2 * out[i] < 2 * leaf_base_ ? 2 * out[i] : 1]);
+      }
+    }
+    for (int64_t i = 0; i < n; ++i) out[i] -= leaf_base_;
+  }
+
  private:
+  // One step down from `node` toward the leaf that u (relative to node's subtree) falls in:
+  // right when u is past the left subtree (an empty left subtree included: u >= 0 == its
+  // sum), unless the right one is empty too (u at or past the top end).
+  int64_t Descend(int64_t node, double* u) const {
+    const int64_t left = 2 * node;
+    if (*u >= nodes_[left] && nodes_[left + 1] > 0.0) {
+      *u -= nodes_[left];
+      return left + 1;
+    }
+    return left;
+  }
+
   int64_t Leaf(int64_t index) const {
     if (index < 0 || index >= size_) {
       throw std::out_of_range("SumTree: index " + std::to_string(index) + " not in [0, " +

@@ -139,8 +139,29 @@ void TestBadInputThrows() {
 
 }  // namespace
 
+void TestFindManyMatchesFind() {
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  for (int64_t size : {1, 2, 3, 13, 1000, 4097}) {
+    tfdqn::SumTree tree(size);
+    for (int64_t i = 0; i < size; ++i) tree.set(i, unit(rng) < 0.3 ? 0.0 : unit(rng));
+    tree.set(size - 1, 0.5);  // at least one positive leaf
+    std::vector<double> u;
+    for (int k = 0; k < 200; ++k) u.push_back(unit(rng) * tree.total());
+    u.push_back(0.0);
+    u.push_back(tree.total());  // the top end, and past it
+    u.push_back(tree.total() * 1.5);
+    std::vector<int64_t> many(u.size());
+    tree.find_many(u.data(), static_cast<int64_t>(u.size()), many.data());
+    for (size_t k = 0; k < u.size(); ++k) {
+      Check(many[k] == tree.find(u[k]), "find_many == find", static_cast<double>(size));
+    }
+  }
+}
+
 int main() {
   TestFindMatchesALinearScan();
+  TestFindManyMatchesFind();
   TestDrawFrequenciesFollowPriorities();
   TestNoDriftAfterManyUpdates();
   TestBadInputThrows();
