@@ -21,10 +21,8 @@ Exit codes: 0 finished, or stopped by SIGINT/SIGTERM after saving a checkpoint; 
 import argparse
 import json
 import os
-import signal
 import socket
 import sys
-import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -33,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dqn import checkpoint  # noqa: E402
 from dqn import config as config_lib  # noqa: E402
 from dqn.config import ConfigError  # noqa: E402
+from dqn.stop_request import StopRequest  # noqa: E402
 
 PROG = "apex.py"
 
@@ -101,22 +100,6 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
     except OSError as e:
         raise ConfigError(f"--ray-address {address!r}: no Ray cluster answers there ({e}); "
                           "start one with `ray start --head`") from None
-
-
-class StopRequest:
-    """SIGINT/SIGTERM ask the learner to stop every actor, save and exit."""
-
-    def __init__(self):
-        self.signal_name = None
-        if threading.current_thread() is threading.main_thread():  # (tests run it in threads)
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        self.signal_name = signal.Signals(signum).name
-
-    def __bool__(self):
-        return self.signal_name is not None
 
 
 class ReplayProxy:

@@ -17,7 +17,6 @@ Exit codes: 0 finished, or stopped by SIGINT/SIGTERM after saving a checkpoint; 
 """
 
 import os
-import signal
 import sys
 import time
 
@@ -27,6 +26,7 @@ from dqn import checkpoint  # noqa: E402  (these three import no TensorFlow, so 
 from dqn import config as config_lib  # noqa: E402   is reported before the slow import)
 from dqn import envs as envs_lib  # noqa: E402
 from dqn.config import Config, ConfigError  # noqa: E402
+from dqn.stop_request import StopRequest  # noqa: E402
 
 
 def parse_config(argv=None) -> Config:
@@ -51,23 +51,6 @@ def parse_config(argv=None) -> Config:
         raise ConfigError(f"--run-dir {cfg.run_dir!r} already holds a run: continue it with "
                           f"--resume {cfg.run_dir}, or choose another --run-dir")
     return cfg
-
-
-class StopRequest:
-    """SIGINT/SIGTERM ask the loop to save and exit; a second SIGINT stops at once."""
-
-    def __init__(self):
-        self.signal_name = None
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        if self.signal_name is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
-
-    def __bool__(self):
-        return self.signal_name is not None
 
 
 def main(argv=None) -> int:

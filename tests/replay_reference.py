@@ -216,6 +216,7 @@ class ReferenceReplay:
                      for k, dtype in enumerate(dtypes))
 
     def sample_windows_starts(self, batch_size):
+        """Draws batch_size valid windows as the C++ memory does; sets last_sampled."""
         if not self.valid_windows():
             raise ValueError("no valid window")
         counts = [self.candidates(e) for e in range(self.num_envs)]
@@ -234,23 +235,8 @@ class ReferenceReplay:
         self.last_sampled = picked
 
     def sample(self, batch_size):
-        if not self.valid_windows():
-            raise ValueError("no valid window")
-        counts = [self.candidates(e) for e in range(self.num_envs)]
-        total = sum(counts)
-        picked = []
-        for _ in range(batch_size):
-            while True:
-                u = self.rng.below(total)
-                e = 0
-                while u >= counts[e]:
-                    u -= counts[e]
-                    e += 1
-                if self.is_valid(e, u):
-                    picked.append((e, u))
-                    break
-        self.last_sampled = picked
-        rows = [self.window(e, i) for e, i in picked]
+        self.sample_windows_starts(batch_size)
+        rows = [self.window(e, i) for e, i in self.last_sampled]
         return (np.stack([row[0] for row in rows]),
                 np.array([row[1] for row in rows], np.int32),
                 np.array([row[2] for row in rows], np.float32),

@@ -132,10 +132,8 @@ def test_resume_continues_the_counters(local_ray, tmp_path):
     assert apex.main(CARTPOLE + ["--steps", "4000", "--save-freq", "2000",
                                  "--run-dir", run_dir]) == 0
     first = checkpoint.latest(run_dir)
-    saved = json.loads(pathlib.Path(first, "state.json").read_text())
     assert apex.main(["--resume", run_dir, "--steps", "8000", "--actors", "2"]) == 0
     train = read_metrics(run_dir, "train")
     steps = [t["step"] for t in train]
     assert steps == sorted(steps) and steps[-1] >= 8000
     assert checkpoint.latest(run_dir) != first
-    del saved

@@ -211,7 +211,6 @@ def test_importance_weights():
 def test_overwritten_ids_are_ignored_and_bad_updates_change_nothing():
     mem, ref, rng = prioritized(capacity=30, steps=12, p_terminal=0.0)
     old = valid_ids(ref)
-    before = mem.priorities(old)
     for _ in range(20):  # every stream wraps around: the old transitions are gone
         add_both(mem, ref, random_step(rng, 2, 0.0))
     assert not set(old) & set(valid_ids(ref))
@@ -233,7 +232,6 @@ def test_overwritten_ids_are_ignored_and_bad_updates_change_nothing():
         with pytest.raises(ValueError, match=message):
             mem.update_priorities(np.array(indices), np.array(values))
     np.testing.assert_array_equal(mem.priorities(current), snapshot)
-    del before
 
 
 def test_uniform_memories_have_no_priorities_to_update():

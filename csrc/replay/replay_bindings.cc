@@ -99,6 +99,16 @@ std::vector<T> CheckVector(py::handle obj, const char* name, const std::string& 
   return std::vector<T>(converted.data(), converted.data() + length);
 }
 
+// The `indices` argument of update_priorities / priorities: a 1-D array of integer ids.
+std::vector<int64_t> CheckIds(py::handle indices) {
+  py::array arr = AsArray(indices);
+  if (arr.ndim() != 1) {
+    throw std::invalid_argument(
+        "indices: expected a 1-D array of ids from sample_batch, got shape " + ShapeOf(arr));
+  }
+  return CheckVector<int64_t>(arr, "indices", "iu", "integers", arr.shape(0));
+}
+
 // An output array of sample_into: exact dtype, C-contiguous, writeable.
 template <typename T>
 T* CheckOut(py::array& arr, const char* name, const char* dtype_name,
@@ -304,15 +314,8 @@ PYBIND11_MODULE(_replay, m) {
       .def(
           "update_priorities",
           [](ReplayMemory& self, py::handle indices, py::handle priorities) {
-            py::array idx = tfdqn::AsArray(indices);
-            const int64_t n = idx.ndim() == 1 ? idx.shape(0) : -1;
-            if (n < 0) {
-              throw std::invalid_argument(
-                  "indices: expected a 1-D array of ids from sample_batch, "
-                  "got shape " +
-                  tfdqn::ShapeOf(idx));
-            }
-            const auto ids = tfdqn::CheckVector<int64_t>(idx, "indices", "iu", "integers", n);
+            const auto ids = tfdqn::CheckIds(indices);
+            const int64_t n = static_cast<int64_t>(ids.size());
             const auto values = tfdqn::CheckVector<double>(priorities, "priorities", "fiu",
                                                            "real numbers", n, "that of indices");
             py::gil_scoped_release release;
@@ -322,15 +325,8 @@ PYBIND11_MODULE(_replay, m) {
       .def(
           "priorities",
           [](const ReplayMemory& self, py::handle indices) {
-            py::array idx = tfdqn::AsArray(indices);
-            const int64_t n = idx.ndim() == 1 ? idx.shape(0) : -1;
-            if (n < 0) {
-              throw std::invalid_argument(
-                  "indices: expected a 1-D array of ids from sample_batch, "
-                  "got shape " +
-                  tfdqn::ShapeOf(idx));
-            }
-            const auto ids = tfdqn::CheckVector<int64_t>(idx, "indices", "iu", "integers", n);
+            const auto ids = tfdqn::CheckIds(indices);
+            const int64_t n = static_cast<int64_t>(ids.size());
             py::array_t<double> out(n);
             self.PrioritiesOf(ids.data(), n, out.mutable_data());
             return out;

@@ -322,41 +322,36 @@ class Agent:
         return stats, _q(self.online, states, training=False)
 
     def _update_step(self, windows, actions, rewards, terminals):
-        s, s2 = windows[:, :-1], windows[:, 1:]
-        q_next = _q(self.target, s2, training=False)
-        q_next_online = _q(self.online, s2, training=False) if self.double_dqn else None
-        variables = self.online.trainable_variables
-        with tf.GradientTape() as tape:
-            q = _q(self.online, s, training=True)
-            out = tfdqn_ops.dqn_targets(q, q_next, actions, rewards, terminals,
-                                        discount=self.discount, r_max=1.0,
-                                        clip_delta=self.clip_delta, q_next_online=q_next_online)
-            # A SUM: its gradient is DQN 3.0's -dw (see tfdqn_ops.dqn_targets).
-            loss = tf.reduce_sum(out.loss)
-            batch = tf.cast(tf.shape(q)[0], loss.dtype)
-            objective = loss / batch if self.mean_loss else loss
-            if self.loss_scale is not None:
-                objective = objective * self.loss_scale.scale
-        gradients = tape.gradient(objective, variables)
-        if self.loss_scale is None:
-            self.optimizer.apply_gradients(zip(gradients, variables))
-        else:
-            self.loss_scale.apply(self.optimizer, gradients, variables)
-        return loss / batch, tf.reduce_mean(tf.reduce_max(q, axis=1))
+        stats, _, _ = self._learn(windows[:, :-1], windows[:, 1:], actions, rewards,
+                                  terminals, self.discount)
+        return stats
 
     def _weighted_step(self, s, s2, actions, rewards, terminals, discounts, weights):
         """One update on sum_i w_i * loss_i (the op's gradient of a weighted sum is
         -w_i * targets_i), each row bootstrapped with its own discount; also returns the
         unclipped |TD error| of each row (the new priorities)."""
+        stats, out, q = self._learn(s, s2, actions, rewards, terminals, discounts, weights)
+        # The op's err before clipping, from its q_next_max with its operations in its order
+        # (float32): r / r_max + q_next_max * discount * (1 - term) - q[a]. Equal to the op's
+        # delta wherever |err| <= clip_delta (tests/test_prioritized_training.py).
+        q_taken = tf.gather(q, actions, axis=1, batch_dims=1)
+        err = rewards / 1.0 + out.q_next_max * discounts * (1.0 - terminals) - q_taken
+        return UpdateStats(*stats), tf.abs(err)
+
+    def _learn(self, s, s2, actions, rewards, terminals, discount, weights=None):
+        """One optimizer step on the op's loss, summed (weights None: DQN 3.0's) or weighted
+        by `weights`; discount a float or one per row. Returns ((mean loss, mean max Q),
+        the op's outputs, Q(s))."""
         q_next = _q(self.target, s2, training=False)
         q_next_online = _q(self.online, s2, training=False) if self.double_dqn else None
         variables = self.online.trainable_variables
         with tf.GradientTape() as tape:
             q = _q(self.online, s, training=True)
             out = tfdqn_ops.dqn_targets(q, q_next, actions, rewards, terminals,
-                                        discount=discounts, r_max=1.0,
+                                        discount=discount, r_max=1.0,
                                         clip_delta=self.clip_delta, q_next_online=q_next_online)
-            loss = tf.reduce_sum(weights * out.loss)
+            # A SUM: its gradient is DQN 3.0's -dw (see tfdqn_ops.dqn_targets).
+            loss = tf.reduce_sum(out.loss if weights is None else weights * out.loss)
             batch = tf.cast(tf.shape(q)[0], loss.dtype)
             objective = loss / batch if self.mean_loss else loss
             if self.loss_scale is not None:
@@ -366,12 +361,7 @@ class Agent:
             self.optimizer.apply_gradients(zip(gradients, variables))
         else:
             self.loss_scale.apply(self.optimizer, gradients, variables)
-        # The op's err before clipping, from its q_next_max with its operations in its order
-        # (float32): r / r_max + q_next_max * discount * (1 - term) - q[a]. Equal to the op's
-        # delta wherever |err| <= clip_delta (tests/test_prioritized_training.py).
-        q_taken = tf.gather(q, actions, axis=1, batch_dims=1)
-        err = rewards / 1.0 + out.q_next_max * discounts * (1.0 - terminals) - q_taken
-        return UpdateStats(loss / batch, tf.reduce_mean(tf.reduce_max(q, axis=1))), tf.abs(err)
+        return (loss / batch, tf.reduce_mean(tf.reduce_max(q, axis=1))), out, q
 
     def update_weighted(self, s, s2, actions, rewards, terminals, discounts, weights):
         """One minibatch step of n-step / prioritized replay: s, s2 [B, hist, ...] (the

@@ -247,7 +247,7 @@ class ActorWorker:
         self.actor.epsilon = lambda step: self.epsilon  # Ape-X: fixed per actor
         self.q = q
         self.steps = 0
-        self._pull_weights(block=True)
+        self._pull_weights()
 
     # -- what trainer.Actor calls as its "replay" ----------------------------------------------
     def acting_states(self, frames):
@@ -273,7 +273,7 @@ class ActorWorker:
                                                [0], [0.0], [True], [], [], []))
                 self.priorities[j].next_sequence += 1
 
-    def _pull_weights(self, block: bool = False) -> None:
+    def _pull_weights(self) -> None:
         version, ref = ray.get(self.params.latest.remote())
         if ref is not None and version != self.version:
             self.model.set_weights(ray.get(ref))
