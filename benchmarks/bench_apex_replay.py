@@ -7,7 +7,8 @@ A ReplayServer actor (prioritized, n-step 3, 200,000 transitions of 84x84) is fe
 sender processes (Ray tasks), each sending batches of --send-every frames with their
 initial priorities as an actor does, while a learner-side loop samples batches of 32 and
 sends back priorities. Prints a markdown table: frames/s in (alone, and while sampling),
-batches/s out, and what that means in Atari frames per second of acting.
+batches/s out (alone, as apex.py's learner asks for them, and while frames come in), and
+what that means in Atari frames per second of acting.
 """
 
 import argparse
@@ -70,6 +71,23 @@ def main(argv=None):
     alone = sent / (time.perf_counter() - t)
     rows.append(("frames in (no sampling)", f"{alone:,.0f} frames/s",
                  f"{args.senders} senders x {args.batches} sends of {args.send_every}"))
+
+    # minibatches out, nothing coming in: the learner's loop of python/apex.py (two sample
+    # requests in flight, priorities sent back without waiting, at most 4 outstanding)
+    t = time.perf_counter()
+    requests, pending = [replay.sample.remote(32, 0.4) for _ in range(2)], []
+    for i in range(args.samples):
+        batch = ray.get(requests.pop(0))
+        if i + 2 < args.samples:
+            requests.append(replay.sample.remote(32, 0.4))
+        pending.append(replay.update_priorities.remote(batch[6], np.full(32, 0.5)))
+        if len(pending) > 4:
+            _, pending = ray.wait(pending, num_returns=1)
+    ray.get(pending)
+    rows.append(("minibatches out (no frames in)",
+                 f"{args.samples / (time.perf_counter() - t):,.0f} /s",
+                 "apex.py's learner loop: 2 sample_batch(32) requests in flight, priorities "
+                 "sent back"))
 
     # frames in while a learner samples and sends back priorities
     jobs = [sender.remote(replay, s, args.batches, args.send_every, shape)

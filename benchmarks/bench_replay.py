@@ -13,6 +13,10 @@ Prints a markdown table:
     the memory-copy bandwidth the issue measures against);
   * NumpyReplay: a vectorized numpy implementation of the same rules (below;
     tests/test_replay.py checks it against the reference);
+  * with --n-step-prioritized: n-step (3) uniform and prioritized (alpha 0.6) memories,
+    and NumpyPrioritizedReplay, a vectorized numpy sum tree doing what the prioritized
+    sample_batch does (tests/test_replay_nstep_priority.py checks it against the
+    reference);
   * Stable-Baselines3 `ReplayBuffer.sample` if stable_baselines3 is installed,
     storing 4x84x84 stacked observations (its usual Atari setup) in a buffer of
     --sb3-capacity entries (1M stacked entries would need 28 GB);
@@ -134,6 +138,125 @@ class NumpyReplay:
         else:
             raise ValueError("no valid window")
         return np.concatenate(envs)[:batch_size], np.concatenate(starts)[:batch_size]
+
+
+class NumpySumTree:
+    """Sum and min trees over `capacity` leaves in flat numpy arrays (node k's children are
+    2k and 2k + 1, leaves from `leaves` on: the layout of the Python sum trees of Dopamine
+    and CleanRL-style code), with every operation vectorized over the batch: a descent or
+    an update is one numpy pass per tree level for all 32 rows at once."""
+
+    def __init__(self, capacity):
+        self.leaves = 1 << max(0, int(capacity - 1).bit_length())
+        self.depth = self.leaves.bit_length() - 1
+        self.sum = np.zeros(2 * self.leaves)
+        self.min = np.full(2 * self.leaves, np.inf)
+
+    def build(self, priorities):
+        """Sets all leaves at once (0 = never drawn) and rebuilds the inner nodes."""
+        n = len(priorities)
+        self.sum[self.leaves:self.leaves + n] = priorities
+        self.min[self.leaves:self.leaves + n] = np.where(priorities > 0, priorities, np.inf)
+        for level in range(self.depth - 1, -1, -1):
+            lo, hi = 1 << level, 2 << level
+            self.sum[lo:hi] = self.sum[2 * lo:2 * hi:2] + self.sum[2 * lo + 1:2 * hi:2]
+            self.min[lo:hi] = np.minimum(self.min[2 * lo:2 * hi:2], self.min[2 * lo + 1:2 * hi:2])
+
+    @property
+    def total(self):
+        return self.sum[1]
+
+    def update(self, index, priorities):
+        nodes = np.asarray(index, np.int64) + self.leaves
+        self.sum[nodes] = priorities
+        self.min[nodes] = priorities
+        for _ in range(self.depth):
+            nodes = np.unique(nodes >> 1)
+            self.sum[nodes] = self.sum[2 * nodes] + self.sum[2 * nodes + 1]
+            self.min[nodes] = np.minimum(self.min[2 * nodes], self.min[2 * nodes + 1])
+
+    def find(self, prefix):
+        """Leaf index of each prefix sum in [0, total): the first leaf whose cumulative sum
+        exceeds it."""
+        prefix = np.array(prefix, np.float64)
+        nodes = np.ones(len(prefix), np.int64)
+        for _ in range(self.depth):
+            left = self.sum[2 * nodes]
+            right = (prefix >= left) & (self.sum[2 * nodes + 1] > 0)
+            prefix -= np.where(right, left, 0.0)
+            nodes = 2 * nodes + right
+        return nodes - self.leaves
+
+
+class NumpyPrioritizedReplay(NumpyReplay):
+    """Prioritized (proportional, alpha) n-step sampling over one stream with numpy: what
+    ReplayMemory(n_step=n, priority_exponent=alpha).sample_batch and update_priorities do,
+    vectorized, for the benchmark's case (one stream filled once, no wrap-around).
+
+    Transition i is the window whose s ends at entry t = i + history - 1: valid while entry
+    t is not terminal and entry t + n exists. Its return adds discount^k r_{t+k} until n
+    rewards or until entry t+k+1 is terminal; s2 ends at the entry reached; the bootstrap
+    discount is discount^n, or 0 after a terminal (the rules of tests/replay_reference.py).
+    Stratified draws through the sum tree; weights (N P(i))^-beta over the largest weight,
+    which the min tree gives.
+    """
+
+    def __init__(self, capacity, frame_shape=(84, 84), history=4, seed=0, *, n_step=3,
+                 discount=0.99, priority_exponent=0.6):
+        super().__init__(capacity, frame_shape, history, 1, seed)
+        self.n_step, self.discount, self.alpha = n_step, discount, priority_exponent
+        self.tree = NumpySumTree(capacity)
+        self.max_priority = 1.0
+
+    def reset_priorities(self):
+        """All valid transitions at the current maximum priority (after filling)."""
+        size, h, n = int(self.sizes[0]), self.history, self.n_step
+        count = max(0, size - h - n + 1)
+        valid = ~self.terminals[h - 1:h - 1 + count]
+        self.tree.build(np.where(valid, self.max_priority ** self.alpha, 0.0))
+        self.num_valid = int(valid.sum())
+
+    def _states(self, ends):
+        """History states [B, h, ...] ending at entries `ends`, earlier episodes zeroed."""
+        h = self.history
+        slots = ends[:, None] - (h - 1) + np.arange(h)
+        s = self.frames[slots]
+        if h > 1:
+            t = self.terminals[slots[:, :h - 1]]
+            s[:, :h - 1][np.logical_or.accumulate(t[:, ::-1], axis=1)[:, ::-1]] = 0
+        return s
+
+    def transitions(self, index):
+        """(s, a, r, s2, term, discount, index) of transitions `index` (all valid)."""
+        n, index = self.n_step, np.asarray(index, np.int64)
+        last = index + self.history - 1
+        ahead = last[:, None] + np.arange(n)
+        ends_after = self.terminals[ahead + 1]  # entry t+k+1 terminal: the return stops at k
+        alive = np.concatenate([np.ones((len(index), 1), bool),
+                                ~np.logical_or.accumulate(ends_after, axis=1)[:, :-1]], axis=1)
+        scales = self.discount ** np.arange(n, dtype=np.float64)
+        returns = np.sum(np.where(alive, scales * self.rewards[ahead], 0.0), axis=1)
+        ended = ends_after.any(axis=1)
+        reached = np.where(ended, np.argmax(ends_after, axis=1) + 1, n)
+        discounts = np.where(ended, 0.0, self.discount ** n)
+        return (self._states(last), self.actions[last], returns.astype(np.float32),
+                self._states(last + reached), ended.astype(np.float32),
+                discounts.astype(np.float32), index)
+
+    def sample_batch(self, batch_size, importance_exponent):
+        total = self.tree.total
+        prefix = (np.arange(batch_size) + self.rng.random(batch_size)) * (total / batch_size)
+        index = self.tree.find(np.minimum(prefix, np.nextafter(total, 0.0)))
+        probability = self.tree.sum[index + self.tree.leaves] / total
+        smallest = self.tree.min[1] / total
+        weights = (self.num_valid * probability / (self.num_valid * smallest)) \
+            ** -importance_exponent
+        return self.transitions(index) + (weights.astype(np.float32),)
+
+    def update_priorities(self, index, priorities):
+        priorities = np.asarray(priorities, np.float64)
+        self.max_priority = max(self.max_priority, float(priorities.max()))
+        self.tree.update(index, priorities ** self.alpha)
 
 
 def rss_bytes():
@@ -273,7 +396,37 @@ def bench_n_step_prioritized(args, pool, terms, rows):
                          f"(mean {mean:.1f} µs)"))
         mem = None
         gc.collect()
+    if not args.no_numpy:
+        results["numpy"] = bench_numpy_prioritized(args, pool, terms, rows)
     return results
+
+
+def bench_numpy_prioritized(args, pool, terms, rows):
+    """NumpyPrioritizedReplay (n = 3, alpha 0.6) of the same size: sample_batch and
+    update_priorities."""
+    mem = NumpyPrioritizedReplay(args.capacity, tuple(args.frame_shape), args.history, seed=0)
+    for k0 in range(0, args.capacity, len(pool)):  # filled in blocks: add is not measured
+        k1 = min(args.capacity, k0 + len(pool))
+        mem.frames[k0:k1] = pool[: k1 - k0]
+        mem.terminals[k0:k1] = terms[k0:k1]
+        mem.actions[k0:k1] = np.arange(k0, k1) % 18
+        mem.rewards[k0:k1] = np.arange(k0, k1) % 7 - 3
+    mem.sizes[:] = args.capacity
+    mem.reset_priorities()
+    b = args.batch
+    iters = max(50, args.iters // 4)
+    med, mean = time_calls(lambda: mem.sample_batch(b, 0.4), iters, warmup=5)
+    rows.append((f"NumpyPrioritizedReplay.sample_batch({b}) (vectorized numpy sum tree, "
+                 "n_step=3, alpha 0.6)", f"{med:.1f} µs",
+                 f"the same outputs as ReplayMemory's (mean {mean:.1f} µs)"))
+    index = mem.sample_batch(b, 0.4)[6]
+    new = np.random.default_rng(3).uniform(0.01, 2.0, b)
+    med_u, mean_u = time_calls(lambda: mem.update_priorities(index, new), iters, warmup=5)
+    rows.append((f"NumpyPrioritizedReplay.update_priorities({b})", f"{med_u:.1f} µs",
+                 f"(mean {mean_u:.1f} µs)"))
+    mem = None
+    gc.collect()
+    return med
 
 
 def bench_copy(batch_bytes, iters, rows, cpp):
@@ -434,9 +587,15 @@ def main(argv=None):
             line += f"; {sb3_us / us:.1f}x faster than SB3 (its best thread setting)"
         print(line + ".")
     if extended:
+        numpy_us = extended.pop("numpy", None)
         for label, us in extended.items():
             print(f"sample_batch({args.batch}) with {label}: {us:.1f} µs, "
                   f"{us / cpp['sample']:.2f}x DQN 3.0's sample({args.batch}).")
+        prioritized_us = extended["n_step=3, priority_exponent=0.6"]
+        ratio = prioritized_us / extended["n_step=3"]
+        print(f"prioritized sample_batch({args.batch}): {ratio:.2f}x the uniform n-step one"
+              + (f", {numpy_us / prioritized_us:.1f}x faster than the vectorized numpy sum "
+                 "tree." if numpy_us else "."))
     if floor_us and sb3_us:
         print(f"read floor: {floor_us:.1f} µs just to read the {args.batch} windows' frames "
               f"(sample_windows_into: {cpp['sample_windows_into']:.1f} µs), so a single-threaded "

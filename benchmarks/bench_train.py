@@ -50,14 +50,15 @@ PONG_LEARN_START = 2_000
 PONG_WINDOW = 4_000  # agent steps measured after learning starts (+1,000 of warm-up)
 
 
-def run_train(args, workdir):
+def run_train(args, workdir, script=TRAIN):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     t = time.time()
-    result = subprocess.run([sys.executable, TRAIN, *args], cwd=workdir, env=env,
+    result = subprocess.run([sys.executable, script, *args], cwd=workdir, env=env,
                             capture_output=True, text=True)
     wall = time.time() - t
     if result.returncode != 0:
-        raise RuntimeError(f"train.py {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+        name = os.path.basename(script)
+        raise RuntimeError(f"{name} {' '.join(args)} failed:\n{result.stderr[-3000:]}")
     return wall
 
 

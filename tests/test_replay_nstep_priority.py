@@ -358,3 +358,58 @@ def test_add_stream_bad_arguments_change_nothing(args, error, message):
     with pytest.raises(error, match=message):
         mem.add_stream(*args)
     assert len(mem) == 0 and mem.stream_added(0) == 0
+
+
+# ------------------------------------------------------------ the numpy baseline
+
+def load_bench_replay():
+    import importlib.util
+    here = os.path.dirname(os.path.abspath(__file__))
+    spec = importlib.util.spec_from_file_location(
+        "bench_replay", os.path.join(here, "..", "benchmarks", "bench_replay.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+@pytest.mark.parametrize("history, n_step", [(1, 1), (2, 3), (4, 3), (3, 5)])
+def test_numpy_prioritized_benchmark_baseline_follows_the_same_rules(history, n_step):
+    """benchmarks/bench_replay.py times the C++ prioritized sample_batch against
+    NumpyPrioritizedReplay: it must compute the same transitions, draw by priority to the
+    alpha and weigh as the memory does to be a fair baseline."""
+    bench = load_bench_replay()
+    rng = np.random.default_rng(history * 10 + n_step)
+    steps, alpha, beta = 60, 0.7, 0.4
+    fast = bench.NumpyPrioritizedReplay(steps, SHAPE, history, seed=1, n_step=n_step,
+                                        discount=0.9, priority_exponent=alpha)
+    ref = ReferenceReplay(steps, SHAPE, history, 1, 1, n_step=n_step, discount=0.9)
+    for _ in range(steps):
+        step = random_step(rng, 1, 0.15)
+        fast.add(*step)
+        ref.add(*step)
+    fast.reset_priorities()
+    valid = [t for _, t in ref.valid_transitions()]
+    assert fast.num_valid == len(valid)
+    index = np.array(valid) - (history - 1)  # the numpy memory's ids: window starts
+    got = fast.transitions(index)
+    want = [ref.transition(0, t) for t in valid]
+    for k, name in enumerate(("s", "a", "r", "s2", "term", "discount")):
+        np.testing.assert_allclose(got[k], np.stack([w[k] for w in want]), rtol=1e-6,
+                                   err_msg=name)
+    # Draws follow priority^alpha: every draw valid, frequencies within a chi-square bound.
+    priorities = rng.uniform(0.05, 5.0, len(index))
+    fast.update_priorities(index, priorities)
+    expected = priorities**alpha / np.sum(priorities**alpha)
+    counts = np.zeros(len(index))
+    position = {int(i): k for k, i in enumerate(index)}
+    for _ in range(300):
+        batch = fast.sample_batch(32, beta)
+        for i in batch[6]:
+            counts[position[int(i)]] += 1  # KeyError: not a valid transition
+        probability = expected[[position[int(i)] for i in batch[6]]]
+        want_w = (len(index) * probability) ** -beta / (len(index) * expected.min()) ** -beta
+        np.testing.assert_allclose(batch[7], want_w, rtol=1e-5)
+    draws = counts.sum()
+    dof = len(index) - 1
+    chi2 = np.sum((counts - draws * expected) ** 2 / (draws * expected))
+    assert chi2 < dof + 6 * np.sqrt(2 * dof)
