@@ -11,7 +11,8 @@ differences: --steps counts the agent steps of all actors together; --num-envs i
 actor; --learn-start is the number of transitions in the replay before learning starts;
 the target network is copied every --target-q / --update-freq learner updates (DQN 3.0's
 10,000 / 4 = 2,500, Ape-X's figure); sampling is always prioritized (--priority-exponent,
---importance-exponent rising to 1 at --steps, --priority-epsilon); --ep-* do not apply
+--importance-exponent rising to 1 at --steps, --priority-epsilon,
+--importance-normalization); --ep-* do not apply
 (actor i explores at 0.4^(1 + 7 i / (N - 1))). Its own flags: --actors, --ray-address,
 --send-every, --max-in-flight, --weights-every, --weights-poll, --max-steps-per-update.
 
@@ -158,7 +159,7 @@ def main(argv=None) -> int:
     from dqn.build import make_agent, make_pool
     from dqn.envs import derive_seed as seed
     from dqn.logger import EtaEstimator, RunLogger, truncate_metrics
-    from dqn.trainer import TrainerState, crossed
+    from dqn.trainer import TrainerState, crossed, importance_weights
 
     try:
         started_ray = start_ray(apex, cfg)
@@ -268,6 +269,7 @@ def main(argv=None) -> int:
             batch = ray.get(samples.pop(0))
             if batch is not None:
                 s, a, r, s2, term, discount, index, weight = batch
+                weight = importance_weights(weight, cfg.importance_normalization)
                 _, td_abs = agent.update_weighted(codec.decode(s), codec.decode(s2), a, r,
                                                   term, discount, weight)
                 priority_updates.append(replay.update_priorities.remote(

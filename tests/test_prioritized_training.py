@@ -118,7 +118,25 @@ def test_importance_exponent_rises_from_its_start_to_one():
     assert learner.importance_exponent(5000) == 1.0
 
 
+def test_importance_weights_are_normalized_over_the_batch_or_the_memory():
+    weights = np.array([0.02, 0.05, 0.025, 0.01], np.float32)  # the memory's, max over all
+    batch = trainer_lib.importance_weights(weights, "batch")
+    np.testing.assert_allclose(batch, weights / 0.05, rtol=1e-7)
+    assert batch.dtype == np.float32 and batch.max() == 1.0
+    assert trainer_lib.importance_weights(weights, "memory") is weights
+    with pytest.raises(ValueError, match="must be 'batch' or 'memory', got 'max'"):
+        trainer_lib.importance_weights(weights, "max")
+
+
+def test_runs_saved_before_the_normalization_flag_resume_with_the_memorys():
+    saved = config.config_to_json(config.Config(prioritized=True))
+    values = json.loads(saved)
+    assert values.pop("importance_normalization") == "batch"  # today's default
+    assert config.config_from_dict(values).importance_normalization == "memory"
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--importance-normalization", "max"], "--importance-normalization"),
     (["--n-step", "0"], "--n-step must be an integer in [1, 1000], got 0"),
     (["--priority-exponent", "0"], "--priority-exponent must be > 0, got 0.0"),
     (["--importance-exponent", "1.5"], "--importance-exponent must be in [0, 1], got 1.5"),

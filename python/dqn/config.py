@@ -98,6 +98,12 @@ class Config:
                                       "--steps stretches the rest of the rise)")
     priority_epsilon: float = _opt(1e-6, "added to |TD error| for the new priorities "
                                    "(--prioritized), so that no transition gets priority 0")
+    importance_normalization: str = _opt(
+        "batch", "how --prioritized scales its importance weights (N P(i))^-beta: batch: "
+        "divided by the minibatch's largest (DQN Zoo, Dopamine); memory: by the largest any "
+        "stored transition could get (Schaul et al.'s max_j w_j over the memory, OpenAI "
+        "Baselines), which shrinks every weight, and so the step size, as the smallest "
+        "priority in the memory approaches --priority-epsilon", choices=("batch", "memory"))
     precision: str = _opt("float32", "float32 (DQN 3.0); mixed_bfloat16: the networks compute "
                           "in bfloat16 (CPUs with AMX / AVX-512 BF16, GPUs with tensor cores); "
                           "mixed_float16: float16 with dynamic loss scaling (GPUs). Weights, "
@@ -278,6 +284,9 @@ def config_to_json(cfg: Config) -> str:
 
 def config_from_dict(values: Dict[str, object]) -> Config:
     known = {k: v for k, v in values.items() if k in FIELDS}
+    # Runs saved before --importance-normalization existed weighed over the memory: a
+    # resumed one keeps doing so.
+    known.setdefault("importance_normalization", "memory")
     if "mlp_hidden" in known:
         known["mlp_hidden"] = tuple(known["mlp_hidden"])
     return Config(**known)

@@ -148,6 +148,25 @@ class LearnResult(NamedTuple):
     next_q: Optional[np.ndarray]  # Q(next_states()) after the last update, when asked for
 
 
+def importance_weights(weights: np.ndarray, normalization: str) -> np.ndarray:
+    """The memory's importance weights (N P(i))^-beta / max over the memory, rescaled for
+    --importance-normalization: "memory" keeps them; "batch" divides them by the
+    minibatch's largest, so that the largest is 1 (DQN Zoo's and Dopamine's rule).
+
+    Why batch is the default: the memory's maximum belongs to its least likely transition,
+    whose priority can be as small as --priority-epsilon. On MinAtar Breakout (n-step 3,
+    alpha 0.6, beta 0.55, 250,000 frames) the sampled weights had a median of 0.025 that way,
+    which cut the step of (centered RMSprop's nearly linear) updates 40-fold; Adam, which
+    does not see a gradient's scale, hides this.
+    """
+    if normalization == "memory":
+        return weights
+    if normalization == "batch":
+        return (weights / np.max(weights)).astype(np.float32)
+    raise ValueError(f"importance normalization must be 'batch' or 'memory', got "
+                     f"{normalization!r}")
+
+
 class Learner:
     """Applies DQN 3.0's updates and target copies, minibatches drawn from the replay."""
 
@@ -228,9 +247,11 @@ class Learner:
             t = time.perf_counter()
             batch = self.replay.sample_batch(cfg.minibatch_size, importance_exponent)
             t = self.times.lap("replay_sample", t)
+            weights = importance_weights(batch.weight, cfg.importance_normalization) \
+                if cfg.prioritized else batch.weight
             stats, td_abs = self.agent.update_weighted(
                 self.codec.decode(batch.s), self.codec.decode(batch.s2), batch.a, batch.r,
-                batch.term, batch.discount, batch.weight)
+                batch.term, batch.discount, weights)
             if cfg.prioritized:  # |TD error| + epsilon (Schaul et al.'s proportional rule)
                 self.replay.update_priorities(batch.index, td_abs + cfg.priority_epsilon)
             self._loss_sum += float(stats.loss)
