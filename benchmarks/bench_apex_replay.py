@@ -2,13 +2,14 @@
 shard it (python/dqn/apex.py).
 
     python benchmarks/bench_apex_replay.py            # 84x84 frames, Ray on this machine
+    python benchmarks/bench_apex_replay.py --frame-shape 10 10 4 --history 1   # MinAtar's
 
-A ReplayServer actor (prioritized, n-step 3, 200,000 transitions of 84x84) is fed by S
+A ReplayServer actor (prioritized, n-step 3, 200,000 transitions of --frame-shape) is fed by S
 sender processes (Ray tasks), each sending batches of --send-every frames with their
 initial priorities as an actor does, while a learner-side loop samples batches of 32 and
 sends back priorities. Prints a markdown table: frames/s in (alone, and while sampling),
 batches/s out (alone, as apex.py's learner asks for them, and while frames come in), and
-what that means in Atari frames per second of acting.
+what that means in agent steps per second of acting.
 """
 
 import argparse
@@ -51,8 +52,11 @@ def main(argv=None):
     p.add_argument("--batches", type=int, default=400, help="sends per sender")
     p.add_argument("--capacity", type=int, default=200_000)
     p.add_argument("--samples", type=int, default=300, help="minibatches sampled")
+    p.add_argument("--frame-shape", type=int, nargs="+", default=[84, 84],
+                   help="one stored frame (default 84 84, Atari; MinAtar Breakout: 10 10 4)")
+    p.add_argument("--history", type=int, default=4, help="frames per state (default 4)")
     args = p.parse_args(argv)
-    shape = (84, 84)
+    shape = tuple(args.frame_shape)
 
     import apex as apex_cli  # python/apex.py: the workers' runtime environment
     from dqn.apex import ReplayServer
@@ -60,7 +64,8 @@ def main(argv=None):
 
     ray.init(num_cpus=args.senders + 1, include_dashboard=False, log_to_driver=False,
              object_store_memory=1 << 30, runtime_env=apex_cli.runtime_env())
-    replay = ReplayServer.remote(args.capacity, shape, 4, args.senders, 0, 3, 0.99, 0.6)
+    replay = ReplayServer.remote(args.capacity, shape, args.history, args.senders, 0, 3, 0.99,
+                                 0.6)
     ray.get(replay.counts.remote())
     rows = []
 
@@ -108,7 +113,8 @@ def main(argv=None):
     rows.append(("frames in (while sampling)", f"{sent / elapsed:,.0f} frames/s",
                  "the same senders, the learner loop sampling meanwhile"))
     rows.append(("minibatches out (while taking frames in)", f"{sampled / elapsed:,.0f} /s",
-                 "sample_batch(32) (1.8 MB of s and s2) + update_priorities, one at a time"))
+                 f"sample_batch(32) ({2 * 32 * args.history * np.prod(shape) / 1e6:.3g} MB of s "
+                 "and s2) + update_priorities, one at a time"))
     ray.shutdown()
 
     print(f"CPU: {cpu_name()} ({os.cpu_count()} cores); Python {platform.python_version()}, "
@@ -118,9 +124,10 @@ def main(argv=None):
     print("| --- | --- | --- |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    print(f"\nOne replay server takes {alone:,.0f} 84x84 frames/s, i.e. Atari actors at "
-          f"{alone:,.0f} agent steps/s together (one stored frame per agent step of 4 "
-          f"emulator frames: {alone * 4:,.0f} emulator frames/s). Beyond that, shard it.")
+    size = "x".join(map(str, shape))
+    print(f"\nOne replay server takes {alone:,.0f} frames/s of {size} bytes: actors stepping "
+          f"{alone:,.0f} agent steps/s together (one stored frame per agent step). Beyond "
+          f"that, shard it.")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ ingest rate is the bottleneck, streams can be split over S servers by stream ind
 whole ReplayMemory with its own sum tree); the learner then draws each batch's rows from
 the servers in proportion to their total priorities (a multinomial over the S totals) and
 computes the importance weights from each row's p^alpha / (sum of the S totals) and the
-global N and minimum, which each server reports with its samples. docs/BENCHMARKS.md §10
-has the ingest rate of one server that decides it.
+global N and minimum, which each server reports with its samples. docs/SCALING.md has the
+measured rates of one server that decide it and the rest of the plan.
 """
 
 import json
