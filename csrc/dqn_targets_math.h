@@ -174,6 +174,41 @@ TFDQN_HOSTDEVICE Acc TargetsFill(const RowResult<Acc>& r) {
 }
 
 template <typename Acc>
+TFDQN_HOSTDEVICE Acc Larger(Acc a, Acc b) {
+  return b > a ? b : a;  // branch-free (maxss / a select); NaN is tracked separately
+}
+
+template <typename Acc>
+TFDQN_HOSTDEVICE Acc Smaller(Acc a, Acc b) {
+  return b < a ? b : a;  // branch-free (minss / a select)
+}
+
+// if_true when a <= limit, else if_false: one of the two values, bit for bit, without a
+// branch. Which one applies is a coin flip per row in some uses (|err| against
+// clip_delta), where a branch mispredicts about half the time: perf showed g++ branching
+// on the plain ternary, so x86 hosts select with a compare mask.
+template <typename Acc>
+TFDQN_HOSTDEVICE Acc SelectIfAtMost(Acc a, Acc limit, Acc if_true, Acc if_false) {
+  return a <= limit ? if_true : if_false;
+}
+
+#if defined(__SSE2__) && !defined(__CUDACC__)
+template <>
+inline float SelectIfAtMost<float>(float a, float limit, float if_true, float if_false) {
+  const __m128 mask = _mm_cmple_ss(_mm_set_ss(a), _mm_set_ss(limit));
+  return _mm_cvtss_f32(
+      _mm_or_ps(_mm_and_ps(mask, _mm_set_ss(if_true)), _mm_andnot_ps(mask, _mm_set_ss(if_false))));
+}
+
+template <>
+inline double SelectIfAtMost<double>(double a, double limit, double if_true, double if_false) {
+  const __m128d mask = _mm_cmple_sd(_mm_set_sd(a), _mm_set_sd(limit));
+  return _mm_cvtsd_f64(
+      _mm_or_pd(_mm_and_pd(mask, _mm_set_sd(if_true)), _mm_andnot_pd(mask, _mm_set_sd(if_false))));
+}
+#endif
+
+template <typename Acc>
 TFDQN_HOSTDEVICE RowResult<Acc> FinishRow(Acc q_taken, Acc q_next_max, Acc reward, Acc terminal,
                                           bool inputs_finite, const TargetParams<Acc>& p) {
   RowResult<Acc> out;
@@ -189,14 +224,14 @@ TFDQN_HOSTDEVICE RowResult<Acc> FinishRow(Acc q_taken, Acc q_next_max, Acc rewar
   Acc delta = err;
   Acc loss;
   if (p.clip_delta > Acc(0)) {
-    if (delta > p.clip_delta) delta = p.clip_delta;
-    if (delta < -p.clip_delta) delta = -p.clip_delta;
-    // Both branches computed and one selected: which one applies is a coin flip per row
-    // (|err| vs clip_delta), so a branch would mispredict about half the time.
-    const Acc abs_err = err < Acc(0) ? -err : err;
+    // Clip to [-clip_delta, clip_delta] and pick the Huber branch without branching: both
+    // are coin flips per row. (max then min gives what clipping at either end gives, -0.0
+    // and NaN included; Larger(err, -err) is |err| with -0.0 kept as the old select kept it.)
+    delta = Smaller(Larger(err, -p.clip_delta), p.clip_delta);
+    const Acc abs_err = Larger(err, -err);
     const Acc quadratic = Acc(0.5) * err * err;
     const Acc linear = p.clip_delta * (abs_err - Acc(0.5) * p.clip_delta);
-    loss = abs_err <= p.clip_delta ? quadratic : linear;
+    loss = SelectIfAtMost(abs_err, p.clip_delta, quadratic, linear);
   } else {
     loss = Acc(0.5) * err * err;
   }
@@ -204,11 +239,6 @@ TFDQN_HOSTDEVICE RowResult<Acc> FinishRow(Acc q_taken, Acc q_next_max, Acc rewar
   out.delta = delta;
   out.q_next_max = q_next_max;
   return out;
-}
-
-template <typename Acc>
-TFDQN_HOSTDEVICE Acc Larger(Acc a, Acc b) {
-  return b > a ? b : a;  // branch-free (maxss / a select); NaN is tracked separately
 }
 
 // Max of a row and whether all of it is finite, in one pass, with no branch on the data
