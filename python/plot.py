@@ -52,6 +52,8 @@ class Curve:
     settings: str = ""         # for the title: the preset
     end: int = 0               # the last step the run reached (>= the last game's)
     sampled: bool = False      # read from a curve file (rows every N steps), not per game
+    variant: str = ""          # what sets it apart from other curves of the game: a curve
+    #                            file's directory name, or a run's non-default options
 
     def at(self, xs: np.ndarray) -> np.ndarray:
         """mean_100 at each of xs: the value of the last game at or before it (NaN before the
@@ -97,7 +99,19 @@ def read_run(run_dir: str) -> Curve:
     env = config["env"]
     return Curve(game_name(env), env, int(config.get("seed", 0)), x_name_for(env),
                  np.asarray(steps, np.int64), np.asarray(means, np.float64), evals,
-                 settings=f"preset {config.get('preset', '?')}", end=end)
+                 settings=f"preset {config.get('preset', '?')}", end=end,
+                 variant=run_variant(config))
+
+
+def run_variant(config: dict) -> str:
+    """The replay options a run adds to its preset ("" for none): what tells two runs of a
+    game apart in one panel."""
+    parts = []
+    if int(config.get("n_step", 1)) > 1:
+        parts.append(f"n-step {config['n_step']}")
+    if config.get("prioritized"):
+        parts.append("prioritized")
+    return ", ".join(parts) or f"preset {config.get('preset', '?')}"
 
 
 CSV_NAME = re.compile(r"^(?P<game>[A-Za-z0-9]+)-s(?P<seed>\d+)\.csv$")
@@ -123,7 +137,8 @@ def read_csv(path: str) -> Curve:
     env = f"MinAtar/{game}-v0" if x_name == "frames" else f"ALE/{game}-v5"
     preset = "minatar" if x_name == "frames" else "atari"
     return Curve(game, env, int(match["seed"]), x_name, steps, means, evals,
-                 settings=f"preset {preset}", end=int(steps[-1]), sampled=True)
+                 settings=f"preset {preset}", end=int(steps[-1]), sampled=True,
+                 variant=os.path.basename(os.path.dirname(os.path.abspath(path))))
 
 
 def read_input(path: str) -> Curve:
@@ -182,25 +197,34 @@ def plot(curves: List[Curve], out: str, references: List[dict], title: Optional[
     for ax, (game, runs) in zip(axes.flat, games.items()):
         x_name = runs[0].x_name
         unit = 1e6
-        if len(runs) > 1:  # the seed band: lowest to highest seed on a common grid
-            grid = np.linspace(0, max(max(c.end, int(c.steps[-1])) for c in runs), 400)
-            stacked = np.vstack([c.at(grid) for c in runs])
-            covered = np.all(np.isfinite(stacked), axis=0)
-            if covered.any():
-                ax.fill_between(grid[covered] / unit, stacked[:, covered].min(0),
-                                stacked[:, covered].max(0), alpha=0.15, color="k", lw=0,
-                                label=f"range of {len(runs)} seeds")
-                ax.plot(grid[covered] / unit, stacked[:, covered].mean(0), color="k", lw=2,
-                        label=f"mean of {len(runs)} seeds")
-        for i, curve in enumerate(runs):
-            xs = np.append(curve.steps, max(curve.end, int(curve.steps[-1])))
-            ax.plot(xs / unit, np.append(curve.mean_100, curve.mean_100[-1]), lw=1.0,
-                    color=f"C{i}", label=f"seed {curve.seed}",
-                    drawstyle="default" if curve.sampled else "steps-post")
-            if curve.evals:
-                ex, ey = zip(*curve.evals)
-                ax.plot(np.asarray(ex) / unit, ey, "o", ms=4, color=f"C{i}", mfc="none",
-                        label=f"evaluation, seed {curve.seed}")
+        variants: Dict[str, List[Curve]] = {}
+        for curve in runs:
+            variants.setdefault(curve.variant, []).append(curve)
+        several = len(variants) > 1  # then each variant has a color, each seed a line style
+        for k, (variant, group) in enumerate(variants.items()):
+            prefix = f"{variant}: " if several else ""
+            if len(group) > 1:  # the seed band: lowest to highest seed on a common grid
+                grid = np.linspace(0, max(max(c.end, int(c.steps[-1])) for c in group), 400)
+                stacked = np.vstack([c.at(grid) for c in group])
+                covered = np.all(np.isfinite(stacked), axis=0)
+                if covered.any():
+                    band = f"C{k}" if several else "k"
+                    ax.fill_between(grid[covered] / unit, stacked[:, covered].min(0),
+                                    stacked[:, covered].max(0), alpha=0.15, color=band, lw=0,
+                                    label=f"{prefix}range of {len(group)} seeds")
+                    ax.plot(grid[covered] / unit, stacked[:, covered].mean(0), color=band,
+                            lw=2, label=f"{prefix}mean of {len(group)} seeds")
+            for i, curve in enumerate(group):
+                color = f"C{k}" if several else f"C{i}"
+                style = ("-", "--", ":", "-.")[i % 4] if several else "-"
+                xs = np.append(curve.steps, max(curve.end, int(curve.steps[-1])))
+                ax.plot(xs / unit, np.append(curve.mean_100, curve.mean_100[-1]), lw=1.0,
+                        color=color, ls=style, label=f"{prefix}seed {curve.seed}",
+                        drawstyle="default" if curve.sampled else "steps-post")
+                if curve.evals:
+                    ex, ey = zip(*curve.evals)
+                    ax.plot(np.asarray(ex) / unit, ey, "o", ms=4, color=color, mfc="none",
+                            label=f"{prefix}evaluation, seed {curve.seed}")
         x_max = max(max(c.end, int(c.steps[-1])) for c in runs)
         for j, reference in enumerate(references):
             # only the published points within the runs' range (+5%): the comparison
@@ -210,8 +234,12 @@ def plot(curves: List[Curve], out: str, references: List[dict], title: Optional[
                 ax.plot(np.asarray(rx) / unit, ry, "x", ms=8, mew=2, color=f"C{7 + j}",
                         label=reference.get("label", "reference"))
         env = runs[0].env
-        ax.set_title(f"{game} ({env}, {runs[0].settings}, {len(runs)} "
-                     f"seed{'s' if len(runs) > 1 else ''})", fontsize=9)
+        if several:
+            ax.set_title(f"{game} ({env}, {len(variants)} settings, {len(runs)} runs)",
+                         fontsize=9)
+        else:
+            ax.set_title(f"{game} ({env}, {runs[0].settings}, {len(runs)} "
+                         f"seed{'s' if len(runs) > 1 else ''})", fontsize=9)
         ax.set_xlabel("environment frames (millions)" if x_name == "frames"
                       else "agent steps (millions; 1 step = 4 frames)")
         ax.set_ylabel("mean return, last 100 training games")
@@ -231,9 +259,11 @@ def plot(curves: List[Curve], out: str, references: List[dict], title: Optional[
 def table(curves: List[Curve], at: List[int]) -> str:
     """A markdown table: per game and seed, mean_return_100 at each step of `at` (the mean of
     the last 100 games finished by then), the mean over seeds, and the last evaluation."""
+    several = len({c.variant for c in curves}) > 1  # then a row per game and variant
     games: Dict[str, List[Curve]] = {}
-    for curve in sorted(curves, key=lambda c: (c.game, c.seed)):
-        games.setdefault(curve.game, []).append(curve)
+    for curve in sorted(curves, key=lambda c: (c.game, c.variant, c.seed)):
+        name = f"{curve.game} ({curve.variant})" if several else curve.game
+        games.setdefault(name, []).append(curve)
     x_name = curves[0].x_name.replace("_", " ")
     with_evals = any(c.evals for c in curves)  # MinAtar's curve files have none
     header = (["game", "seeds"] + [f"at {x:,} {x_name}" for x in at]

@@ -337,6 +337,30 @@ def test_run_counts_frames_resumes_and_plots(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def test_plot_tells_settings_apart(tmp_path):
+    """Curve files of the same game and seed from two directories (e.g. plain DQN and
+    n-step prioritized replay) are two variants: one table row each, labelled by directory;
+    a run directory is labelled by its replay options."""
+    for variant, value in (("plain", 1.5), ("nstep3-per", 4.0)):
+        (tmp_path / variant).mkdir()
+        for seed in (1, 2):
+            (tmp_path / variant / f"Breakout-s{seed}.csv").write_text(
+                "frames,mean_return_100\n" + "".join(
+                    f"{x},{value + seed}\n" for x in range(10_000, 110_000, 10_000)))
+    files = sorted(str(p) for p in tmp_path.glob("*/Breakout-s*.csv"))
+    out = str(tmp_path / "both.png")
+    result = run(PLOT, files + ["--out", out, "--table", "50000"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert os.path.getsize(out) > 10_000
+    assert "| Breakout (nstep3-per) | 1, 2 | 5.50 (5.00 / 6.00) |" in result.stdout
+    assert "| Breakout (plain) | 1, 2 | 3.00 (2.50 / 3.50) |" in result.stdout
+    sys.path.insert(0, str(REPO / "python"))
+    import plot
+    assert plot.run_variant({"n_step": 3, "prioritized": True, "preset": "minatar"}) == \
+        "n-step 3, prioritized"
+    assert plot.run_variant({"n_step": 1, "preset": "minatar"}) == "preset minatar"
+
+
 def test_plot_rejects_bad_input(tmp_path):
     result = run(PLOT, [str(tmp_path), "--out", str(tmp_path / "x.png")], cwd=tmp_path)
     assert result.returncode == 2 and "is not a run directory (needs config.json" in result.stderr
