@@ -145,7 +145,11 @@ void RunRows(OpKernelContext* ctx, int64_t batch, int64_t cycles_per_row, const 
     return;
   }
   auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-  workers->ParallelFor(batch, cycles_per_row, rows);
+  // One contiguous block per thread: the adaptive split (cost model) cut B = 16384 rows
+  // into many small tasks whose hand-offs cost more than their rows on a 2-core CPU.
+  const int64_t threads = std::max<int64_t>(1, workers->NumThreads());
+  const int64_t block = (batch + threads - 1) / threads;
+  workers->ParallelFor(batch, ::tsl::thread::ThreadPool::SchedulingParams::Fixed(block), rows);
 }
 
 // The forward op's inputs, outputs and hyperparameters for the row loop.
