@@ -43,6 +43,13 @@ import time
 import numpy as np
 
 
+def earlier_episode(terminals):
+    """[n, H-1] terminal flags of a window's first H-1 frames -> which of those frames belong
+    to an earlier episode: frame f does when any of t[f .. H-2] is set (a reversed
+    cumulative OR)."""
+    return np.logical_or.accumulate(terminals[:, ::-1], axis=1)[:, ::-1]
+
+
 class NumpyReplay:
     """The same rules as tfdqn_ops.ReplayMemory, vectorized with numpy.
 
@@ -91,10 +98,7 @@ class NumpyReplay:
         slots = self.window_slots(np.asarray(envs), np.asarray(starts))
         s = self.frames[slots[:, :h]]
         s2 = self.frames[slots[:, 1:]]
-        # zero[:, f]: frame f of the window belongs to an earlier episode, i.e.
-        # any of t[f .. H-2] is set (a reversed cumulative OR).
-        t = self.terminals[slots[:, : h - 1]]
-        zero = np.logical_or.accumulate(t[:, ::-1], axis=1)[:, ::-1]
+        zero = earlier_episode(self.terminals[slots[:, : h - 1]])
         if h > 1:
             s[:, : h - 1][zero] = 0
             s2[:, : h - 2][zero[:, 1:]] = 0
@@ -107,9 +111,7 @@ class NumpyReplay:
         h = self.history
         slots = self.window_slots(np.asarray(envs), np.asarray(starts))
         w = self.frames[slots]
-        t = self.terminals[slots[:, : h - 1]]
-        zero = np.logical_or.accumulate(t[:, ::-1], axis=1)[:, ::-1]
-        w[:, : h - 1][zero] = 0
+        w[:, : h - 1][earlier_episode(self.terminals[slots[:, : h - 1]])] = 0
         last = slots[:, h - 1]
         return (w, self.actions[last], self.rewards[last],
                 self.terminals[slots[:, h]].astype(np.float32))
@@ -222,8 +224,7 @@ class NumpyPrioritizedReplay(NumpyReplay):
         slots = ends[:, None] - (h - 1) + np.arange(h)
         s = self.frames[slots]
         if h > 1:
-            t = self.terminals[slots[:, :h - 1]]
-            s[:, :h - 1][np.logical_or.accumulate(t[:, ::-1], axis=1)[:, ::-1]] = 0
+            s[:, :h - 1][earlier_episode(self.terminals[slots[:, :h - 1]])] = 0
         return s
 
     def transitions(self, index):

@@ -53,7 +53,7 @@ class Curve:
     end: int = 0               # the last step the run reached (>= the last game's)
     sampled: bool = False      # read from a curve file (rows every N steps), not per game
     variant: str = ""          # what sets it apart from other curves of the game: a curve
-    #                            file's directory name, or a run's non-default options
+    #                            file's directory name, or a run's replay options
 
     def at(self, xs: np.ndarray) -> np.ndarray:
         """mean_100 at each of xs: the value of the last game at or before it (NaN before the
@@ -104,8 +104,8 @@ def read_run(run_dir: str) -> Curve:
 
 
 def run_variant(config: dict) -> str:
-    """The replay options a run adds to its preset ("" for none): what tells two runs of a
-    game apart in one panel."""
+    """The replay options a run adds to its preset ("n-step 3, prioritized"), or its preset
+    when it adds none: what tells two runs of a game apart in one panel."""
     parts = []
     if int(config.get("n_step", 1)) > 1:
         parts.append(f"n-step {config['n_step']}")

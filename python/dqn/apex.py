@@ -17,13 +17,12 @@ Experience Replay"): many actor processes feed one prioritized replay; one learn
     learner (the driver)         python/apex.py: samples ahead, the op's importance-
                                  weighted update, new priorities, target copies.
 
-Sharding the replay (not implemented): one ReplayServer holds every stream. When its
-ingest rate is the bottleneck, streams can be split over S servers by stream index (each a
-whole ReplayMemory with its own sum tree); the learner then draws each batch's rows from
-the servers in proportion to their total priorities (a multinomial over the S totals) and
-computes the importance weights from each row's p^alpha / (sum of the S totals) and the
-global N and minimum, which each server reports with its samples. docs/SCALING.md has the
-measured rates of one server that decide it and the rest of the plan.
+Sharding the replay (not implemented): one ReplayServer holds every stream. When it is the
+bottleneck, streams can be split over S servers by stream index (each a whole ReplayMemory
+with its own sum tree) and the learner takes each minibatch from one server, drawn with
+probability its total priority / the sum of the S totals, which keeps sampling exactly
+proportional over all shards. docs/SCALING.md has the measured rates of one server that
+decide it and the rest of the plan.
 """
 
 import json
