@@ -135,11 +135,15 @@ absl::Status ValidateGradInputs(OpKernelContext* ctx) {
 }
 
 // Runs rows [0, batch) on the intra-op pool, or inline when the whole batch costs less than
-// waking a thread: a training minibatch (B = 32) is a few hundred cycles of work, and the
-// pool's hand-off alone costs more than that.
+// handing it to other threads: a training minibatch (B = 32) is a few hundred cycles of
+// work. The hand-off is slow and erratic on small VMs: on this project's 2-core VM it cost
+// up to ~50 us per call, so B = 4096 and 16384 ran faster inline (1.1-1.5x composed TF
+// against 0.5-1.2x split over both cores) and only B >= 65536 gained from the split
+// (benchmarks/bench_op.py, docs/BENCHMARKS.md section 1). About 170 us of work (A = 6:
+// B < 23,000) stays on the calling thread.
 template <typename Fn>
 void RunRows(OpKernelContext* ctx, int64_t batch, int64_t cycles_per_row, const Fn& rows) {
-  constexpr int64_t kInlineCycles = 50000;
+  constexpr int64_t kInlineCycles = 500000;
   if (batch * cycles_per_row <= kInlineCycles) {
     rows(0, batch);
     return;
@@ -170,23 +174,59 @@ struct ForwardRowArgs {
   Discounts<typename Accumulator<T>::type> discounts;
 };
 
+// Calls fn(std::integral_constant<int64_t, kA>()) with kA = num_actions for the Atari
+// action sets (ALE's minimal sets have 4, 6, 9 or 18 actions), whose row loops the compiler
+// then unrolls (the row scans, the targets fill, the gradient's row), and with kA = 0 (the
+// generic loops) for any other count. docs/BENCHMARKS.md section 1 has the op's speed.
+template <typename Fn>
+void WithActionCount(int64_t num_actions, const Fn& fn) {
+  switch (num_actions) {
+    case 4: fn(std::integral_constant<int64_t, 4>()); break;
+    case 6: fn(std::integral_constant<int64_t, 6>()); break;
+    case 9: fn(std::integral_constant<int64_t, 9>()); break;
+    case 18: fn(std::integral_constant<int64_t, 18>()); break;
+    default: fn(std::integral_constant<int64_t, 0>()); break;
+  }
+}
+
 // Rows [begin, end) of the forward op; returns the first row with an out-of-range action or
 // discount (or the int64 maximum). A plain function over a local copy of the pointers: written as a
 // lambda reading them through by-reference captures, perf showed g++ reloading them from
 // the closure inside the row loop.
-template <int64_t kA, typename T, typename TT, typename IndexT>
-int64_t ForwardRows(const ForwardRowArgs<T, TT, IndexT>& args, int64_t begin, int64_t end) {
+template <int64_t kA, bool kKnownFinite, typename T, typename TT, typename IndexT>
+int64_t ForwardRowLoop(const ForwardRowArgs<T, TT, IndexT>& args, int64_t begin, int64_t end) {
   const ForwardRowArgs<T, TT, IndexT> a = args;
   const int64_t A = kA > 0 ? kA : a.num_actions;
   int64_t bad = std::numeric_limits<int64_t>::max();
   for (int64_t i = begin; i < end; ++i) {
     const int64_t off = i * A;
-    const RowStatus s = DqnTargetsRow<T, TT, IndexT>(
+    const RowStatus s = DqnTargetsRow<T, TT, IndexT, kKnownFinite>(
         a.q + off, a.q_next + off, a.q_next_online ? a.q_next_online + off : nullptr, a.actions[i],
         a.rewards[i], a.terminals[i], A, RowParams(a.params, a.discounts, i), a.targets + off,
         a.loss + i, a.delta + i, a.q_next_max + i);
     const bool bad_row = s == RowStatus::kBadAction || s == RowStatus::kBadDiscount;
     if (bad_row && i < bad) bad = i;
+  }
+  return bad;
+}
+
+// Rows [begin, end) in blocks: a block whose inputs are all finite (training's case) runs
+// the row loop without the per-element finiteness checks, any other block the fully
+// checked loop; the outputs are the same either way. The 256 rows of q and q_next that the
+// check reads (A = 6: 12 KB) are still in L1 when the row loop reads them.
+template <int64_t kA, typename T, typename TT, typename IndexT>
+int64_t ForwardRows(const ForwardRowArgs<T, TT, IndexT>& args, int64_t begin, int64_t end) {
+  constexpr int64_t kBlockRows = 256;
+  const int64_t A = kA > 0 ? kA : args.num_actions;
+  int64_t bad = std::numeric_limits<int64_t>::max();
+  for (int64_t first = begin; first < end; first += kBlockRows) {
+    const int64_t last = std::min(end, first + kBlockRows), n = last - first;
+    const bool finite =
+        AllFinite(args.q + first * A, n * A) && AllFinite(args.q_next + first * A, n * A) &&
+        (args.q_next_online == nullptr || AllFinite(args.q_next_online + first * A, n * A)) &&
+        AllFinite(args.rewards + first, n) && AllFinite(args.terminals + first, n);
+    bad = std::min(bad, finite ? ForwardRowLoop<kA, true>(args, first, last)
+                               : ForwardRowLoop<kA, false>(args, first, last));
   }
   return bad;
 }
@@ -237,17 +277,7 @@ class DqnTargetsCpuOp : public OpKernel {
         }
       });
     };
-    // The Atari action sets (ALE's minimal sets have 4, 6, 9 or 18 actions) get row loops
-    // with the count known to the compiler, which then unrolls the row scans and the targets
-    // fill (docs/BENCHMARKS.md section 1 has the op's speed). Any other count runs the
-    // generic loop.
-    switch (num_actions) {
-      case 4: run_rows(std::integral_constant<int64_t, 4>()); break;
-      case 6: run_rows(std::integral_constant<int64_t, 6>()); break;
-      case 9: run_rows(std::integral_constant<int64_t, 9>()); break;
-      case 18: run_rows(std::integral_constant<int64_t, 18>()); break;
-      default: run_rows(std::integral_constant<int64_t, 0>()); break;
-    }
+    WithActionCount(num_actions, run_rows);
 
     const int64_t bad = first_bad_row.load();
     if (bad == std::numeric_limits<int64_t>::max()) return;
@@ -283,16 +313,21 @@ class DqnTargetsGradCpuOp : public OpKernel {
     const T* grad_loss = ctx->input(0).flat<T>().data();
     const T* targets = targets_t.flat<T>().data();
     T* grad_q = grad_q_t->flat<T>().data();
-    auto rows = [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const T g = grad_loss[i];
-        const int64_t off = i * num_actions;
-        for (int64_t a = 0; a < num_actions; ++a) {
-          grad_q[off + a] = DqnTargetsGradElement<T>(g, targets[off + a]);
+    WithActionCount(num_actions, [&](auto fixed) {
+      constexpr int64_t kA = decltype(fixed)::value;
+      const int64_t any_count = num_actions;
+      auto rows = [grad_loss, targets, grad_q, any_count](int64_t begin, int64_t end) {
+        const int64_t A = kA > 0 ? kA : any_count;  // a compile-time constant when kA > 0
+        for (int64_t i = begin; i < end; ++i) {
+          const T g = grad_loss[i];
+          const int64_t off = i * A;
+          for (int64_t a = 0; a < A; ++a) {
+            grad_q[off + a] = DqnTargetsGradElement<T>(g, targets[off + a]);
+          }
         }
-      }
-    };
-    RunRows(ctx, batch, num_actions / 2 + 2, rows);  // cycles per row, measured
+      };
+      RunRows(ctx, batch, num_actions / 2 + 2, rows);  // cycles per row, measured
+    });
   }
 };
 

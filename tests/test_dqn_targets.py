@@ -82,6 +82,41 @@ def test_float32_is_bit_exact_with_dqn3_order_of_operations():
         np.testing.assert_array_equal(g.numpy(), w.astype(np.float32))
 
 
+@pytest.mark.parametrize("num_actions", [6, 7])  # a specialized loop and the generic one
+@pytest.mark.parametrize("double_dqn", [False, True])
+@pytest.mark.parametrize("terminal_dtype", [tf.bool, tf.float32])
+def test_large_batch_with_finite_and_poisoned_blocks_is_bit_exact(num_actions, double_dqn,
+                                                                 terminal_dtype):
+    # The CPU kernel checks blocks of 256 rows for NaN/Inf and runs a block that is all
+    # finite without the per-element checks: both loops must give DQN 3.0's values bit for
+    # bit, and a non-finite value must still poison exactly its own row. 1030 rows: four
+    # full blocks and a partial one; per-row discounts (n-step returns) included.
+    rng = np.random.default_rng(num_actions)
+    q, q_next, actions, rewards, terminals, online = make_inputs(
+        rng, 1030, num_actions, terminal_dtype=terminal_dtype)
+    q, q_next, online, rewards = (t.numpy() for t in (q, q_next, online, rewards))
+    discounts = rng.choice([0.0, 0.99, 0.99 ** 2, 0.99 ** 3, 1.0], 1030).astype(np.float32)
+    poisoned = [300, 520, 700, 1029]  # blocks 1, 2 and 4; blocks 0 and 3 stay finite
+    q[300, (actions.numpy()[300] + 1) % num_actions] = np.nan  # not the taken action
+    q_next[700, 0] = np.inf
+    rewards[1029] = -np.inf
+    if double_dqn:
+        online[520, 2] = np.nan
+    else:
+        q_next[520, 1] = -np.inf
+    online = online if double_dqn else None
+    got = tfdqn_ops.dqn_targets(q, q_next, actions, rewards, terminals, q_next_online=online,
+                                discount=discounts, r_max=2.0, clip_delta=1.0)
+    want = dqn_numpy.get_q_update(q, q_next, actions.numpy(), rewards, terminals.numpy(),
+                                  discount=discounts, r_max=2.0, clip_delta=1.0,
+                                  q2_online=online)
+    finite = np.setdiff1d(np.arange(1030), poisoned)
+    for name, g, w in zip(got._fields, got, want):
+        g = g.numpy()
+        np.testing.assert_array_equal(g[finite], w[finite].astype(np.float32), err_msg=name)
+        assert np.isnan(g[poisoned]).all(), name
+
+
 def test_known_values_by_hand():
     # Row 0: err = 1 + 0.5 * 4 - 1 = 2 -> clipped to 1, Huber = 1 * (2 - 0.5) = 1.5.
     # Row 1: terminal, err = -0.5 - 0.25 = -0.75 -> not clipped, loss = 0.5 * 0.5625.
@@ -486,6 +521,19 @@ def test_out_of_range_action_names_position_and_value(action_dtype, bad, num_act
         tfdqn_ops.dqn_targets(**args)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"actions"):
         reference.dqn_targets(**args)
+
+
+@pytest.mark.parametrize("first_bad", [45_000, 60_000])
+def test_out_of_range_action_in_a_large_finite_batch_names_the_first(first_bad):
+    # 100,000 rows: finite blocks (checked once per block, not per element) split over the
+    # intra-op threads; the first offending row is reported whichever thread meets it.
+    args = valid_args(batch=100_000, num_actions=6)
+    actions = np.zeros(100_000, np.int32)
+    actions[[first_bad, 60_001, 99_999]] = 6
+    args["actions"] = tf.constant(actions)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=rf"actions\[{first_bad}\] = 6 is not in \[0, 6\)"):
+        tfdqn_ops.dqn_targets(**args)
 
 
 def test_out_of_range_action_inside_tf_function_with_unknown_shapes():
