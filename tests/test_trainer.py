@@ -548,6 +548,51 @@ def test_actor_runs_alone_with_any_q_function():
     assert len(calls) == before + 1 and list(taken[-1]) == [1] * 3
 
 
+def test_replayed_transitions_hold_the_states_the_actor_acted_on():
+    """End to end on Atari (4-frame histories, life-loss terminals, two streams): every
+    sampled transition's s is exactly the state the network was given when that action was
+    chosen, s2 the one given at the next step of the same environment, and the action,
+    clipped reward and terminal flag are the ones of that step. MinAtar's histories have one
+    frame, so only this path checks the stacking that acting and learning must agree on."""
+    cfg, _ = config.parse_args(["--env", "ALE/Breakout-v5", "--num-envs", "2"])
+    pool = make_pool(cfg, 2, training=True)
+    replay = ReplayMemory(5000, frame_shape=pool.codec.frame_shape, history=cfg.hist_len,
+                          num_envs=2, seed=3)
+    actor = trainer_lib.Actor(cfg, pool, replay, lambda s: np.zeros((len(s), 4), np.float32),
+                              rng=np.random.default_rng(0), times=trainer_lib.PhaseTimes())
+    pool.reset([11, 12])
+    # per agent step, per env: the state acted on, the action, the clipped reward and
+    # whether the observation it led to is terminal
+    seen, actions, rewards, terminal_after = [], [], [], []
+    env_step = pool.step
+
+    def recording_step(chosen):
+        actions.append(np.array(chosen))
+        got = env_step(chosen)
+        rewards.append(np.clip(got[0], -1, 1))
+        terminal_after.append(pool.terminals.copy())
+        return got
+
+    pool.step = recording_step
+    steps = 1200
+    for _ in range(steps):
+        seen.append(actor.states().copy())
+        actor.act(0)  # epsilon 1 before learning starts: random actions, no network call
+    seen.append(actor.states().copy())
+    terminal_steps = 0
+    for _ in range(8):
+        batch = replay.sample_batch(256)
+        for b, transition_id in enumerate(batch.index):
+            k, e = divmod(int(transition_id), 2)  # the k-th entry of stream e: agent step k
+            np.testing.assert_array_equal(batch.s[b], seen[k][e])
+            np.testing.assert_array_equal(batch.s2[b], seen[k + 1][e])
+            assert batch.a[b] == actions[k][e] and batch.r[b] == rewards[k][e]
+            assert bool(batch.term[b]) == bool(terminal_after[k][e])
+            terminal_steps += int(batch.term[b])
+    assert terminal_steps > 0  # lives were lost in the sampled steps
+    assert replay.stream_size(0) == steps and len(replay) == 2 * steps
+
+
 class _ScriptedEnv(gym.Env):
     """Observation [reset count, step count]; step k returns script[k] = (reward,
     terminated, truncated), cycling."""
