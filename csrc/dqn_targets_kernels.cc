@@ -137,10 +137,11 @@ absl::Status ValidateGradInputs(OpKernelContext* ctx) {
 // Runs rows [0, batch) on the intra-op pool, or inline when the whole batch costs less than
 // handing it to other threads: a training minibatch (B = 32) is a few hundred cycles of
 // work. The hand-off is slow and erratic on small VMs: on this project's 2-core VM it cost
-// up to ~50 us per call, so B = 4096 and 16384 ran faster inline (1.1-1.5x composed TF
-// against 0.5-1.2x split over both cores) and only B >= 65536 gained from the split
-// (benchmarks/bench_op.py, docs/BENCHMARKS.md section 1). About 170 us of work (A = 6:
-// B < 23,000) stays on the calling thread.
+// up to ~50 us per call, so B = 4096 ran at 1.1-1.2x composed TF inline against 0.5-1.2x
+// split over both cores, the split gained nothing reliable at 16384 (1.0-2.2x against
+// 1.2-2.2x inline), and only B >= 65536 gained from it (benchmarks/bench_op.py,
+// docs/BENCHMARKS.md section 1). About 170 us of work (A = 6: B < 23,000) stays on the
+// calling thread.
 template <typename Fn>
 void RunRows(OpKernelContext* ctx, int64_t batch, int64_t cycles_per_row, const Fn& rows) {
   constexpr int64_t kInlineCycles = 500000;

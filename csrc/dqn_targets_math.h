@@ -318,10 +318,7 @@ inline bool RowFinite<float, float>(const float* x, int64_t A) {
 // instructions at A = 6) when the whole block is finite, as it is in training.
 template <typename T>
 inline bool AllFinite(const T* x, int64_t n) {
-  using Acc = typename Accumulator<T>::type;
-  bool finite = true;
-  for (int64_t k = 0; k < n; ++k) finite = finite & IsFinite(static_cast<Acc>(x[k]));
-  return finite;
+  return RowFinite<typename Accumulator<T>::type, T>(x, n);  // one long row
 }
 
 template <>
