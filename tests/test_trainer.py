@@ -550,8 +550,9 @@ def test_actor_runs_alone_with_any_q_function():
 
 def test_replayed_transitions_hold_the_states_the_actor_acted_on():
     """End to end on Atari (4-frame histories, life-loss terminals, two streams): every
-    sampled transition's s is exactly the state the network was given when that action was
-    chosen, s2 the one given at the next step of the same environment, and the action,
+    state the network is given is the last 4 observations of its episode (a pure-Python
+    reference; zero frames before the episode's first), every sampled transition's s is
+    exactly the state the network was given when that action was chosen, s2 the one given at the next step of the same environment, and the action,
     clipped reward and terminal flag are the ones of that step. MinAtar's histories have one
     frame, so only this path checks the stacking that acting and learning must agree on."""
     cfg, _ = config.parse_args(["--env", "ALE/Breakout-v5", "--num-envs", "2"])
@@ -564,21 +565,42 @@ def test_replayed_transitions_hold_the_states_the_actor_acted_on():
     # per agent step, per env: the state acted on, the action, the clipped reward and
     # whether the observation it led to is terminal
     seen, actions, rewards, terminal_after = [], [], [], []
+    # An independent reference for the states themselves (acting and sampling share the
+    # memory's C++ code): each env's observations since its current episode began, newest
+    # last; DQN 3.0's state is the last 4 of them with zero frames before the episode start.
+    episode_frames = [[pool.frames[e].copy()] for e in range(2)]
     env_step = pool.step
+
+    def reference_states():
+        states = np.zeros((2, cfg.hist_len) + pool.codec.frame_shape, np.uint8)
+        for e, frames in enumerate(episode_frames):
+            recent = frames[-cfg.hist_len:]
+            states[e, cfg.hist_len - len(recent):] = recent
+        return states
 
     def recording_step(chosen):
         actions.append(np.array(chosen))
+        was_terminal = pool.terminals.copy()
         got = env_step(chosen)
         rewards.append(np.clip(got[0], -1, 1))
         terminal_after.append(pool.terminals.copy())
+        for e in range(2):  # after a terminal observation's own step a new episode begins
+            if was_terminal[e]:
+                episode_frames[e] = []
+            episode_frames[e].append(pool.frames[e].copy())
         return got
 
     pool.step = recording_step
     steps = 1200
+    new_episodes = 0
     for _ in range(steps):
         seen.append(actor.states().copy())
+        np.testing.assert_array_equal(seen[-1], reference_states())
+        new_episodes += sum(len(frames) < cfg.hist_len for frames in episode_frames)
         actor.act(0)  # epsilon 1 before learning starts: random actions, no network call
     seen.append(actor.states().copy())
+    np.testing.assert_array_equal(seen[-1], reference_states())
+    assert new_episodes > 0  # states with zeroed frames after lost lives were checked
     terminal_steps = 0
     for _ in range(8):
         batch = replay.sample_batch(256)
