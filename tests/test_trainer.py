@@ -552,9 +552,10 @@ def test_replayed_transitions_hold_the_states_the_actor_acted_on():
     """End to end on Atari (4-frame histories, life-loss terminals, two streams): every
     state the network is given is the last 4 observations of its episode (a pure-Python
     reference; zero frames before the episode's first), every sampled transition's s is
-    exactly the state the network was given when that action was chosen, s2 the one given at the next step of the same environment, and the action,
-    clipped reward and terminal flag are the ones of that step. MinAtar's histories have one
-    frame, so only this path checks the stacking that acting and learning must agree on."""
+    exactly the state the network was given when that action was chosen, s2 the one given
+    at the next step of the same environment, and the action, clipped reward and terminal
+    flag are the ones of that step. MinAtar's histories have one frame, so only this path
+    checks the stacking that acting and learning must agree on."""
     cfg, _ = config.parse_args(["--env", "ALE/Breakout-v5", "--num-envs", "2"])
     pool = make_pool(cfg, 2, training=True)
     replay = ReplayMemory(5000, frame_shape=pool.codec.frame_shape, history=cfg.hist_len,
