@@ -175,6 +175,27 @@ def _batches(k, b=32, seed=0):
             (rng.random((k, b)) < 0.2).astype(np.float32))
 
 
+def test_dqn3_rmsprop_is_dqn3s_formula_in_float64():
+    """agent.rmsprop against NeuralQLearner.lua's update written out in numpy: dw is the
+    NEGATIVE gradient, g = .95 g + .05 dw, g2 = .95 g2 + .05 dw^2,
+    w += lr dw / sqrt(g2 - g^2 + 0.01)."""
+    rng = np.random.default_rng(0)
+    w0, grads = rng.standard_normal(5), 3.0 * rng.standard_normal((6, 5))
+    var = tf.Variable(w0, dtype=tf.float64)
+    optimizer = agent_lib.rmsprop(2.5e-4)
+    for grad in grads:
+        optimizer.apply_gradients([(tf.constant(grad), var)])
+    w, g, g2 = w0.copy(), np.zeros(5), np.zeros(5)
+    for grad in grads:
+        dw = -grad
+        g = 0.95 * g + 0.05 * dw
+        g2 = 0.95 * g2 + 0.05 * dw * dw
+        w += 2.5e-4 * dw / np.sqrt(g2 - g * g + 0.01)
+    # Keras keeps the learning rate in float32: 2.5e-4 is off by 5e-8 relative.
+    np.testing.assert_allclose(var.numpy() - w0, w - w0, rtol=1e-7, atol=0)
+    assert np.max(np.abs(w - w0)) > 1e-4  # the steps are not negligible
+
+
 @pytest.mark.parametrize("double_dqn", [False, True])
 def test_update_is_huber_sum_with_dqn3_rmsprop(double_dqn):
     """K fused updates == K steps of a plain-TF Huber(sum) loss with the same RMSprop."""
