@@ -244,7 +244,9 @@ def plot(curves: List[Curve], out: str, references: List[dict], title: Optional[
                       else "agent steps (millions; 1 step = 4 frames)")
         ax.set_ylabel("mean return, last 100 training games")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
+        # "best": where it hides the fewest points (curves of very different heights can
+        # share a panel, so no fixed corner is always free)
+        ax.legend(fontsize=7, loc="best")
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     if title:
