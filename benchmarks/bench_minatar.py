@@ -17,9 +17,9 @@ the trainers (ours with the preset's one TF thread, SB3 with 1 torch thread, SB3
 so drift on a shared machine hits all alike; the table gives the median of the rounds and
 the ratio of medians.
 
-SB3 needs torch and stable-baselines3 (`pip install torch stable-baselines3`). Its DQN
-clips the gradient norm at 10 by default; here max_grad_norm is set so large that it never
-clips (the paper does not clip), though SB3 still computes the norm.
+SB3 needs torch and stable-baselines3 (`pip install torch stable-baselines3`); its model is
+sb3_minatar.make_dqn, which also says where SB3's defaults were changed to the paper's (its
+gradient-norm clip is set so large that it never clips, though SB3 still computes the norm).
 """
 
 import argparse
@@ -28,12 +28,12 @@ import platform
 import statistics
 import sys
 import tempfile
-import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from _machine import cpu_name  # noqa: E402
 from bench_train import metrics, run_train, sb3_learn_timed  # noqa: E402
+from sb3_minatar import make_dqn  # noqa: E402
 
 LEARN_START = 5_000
 WARMUP = 1_000
@@ -56,54 +56,9 @@ def ours(game, window, workdir, round_index, threads):
 
 
 def sb3(game, window, threads):
-    import gymnasium as gym
-    import minatar.gym
-    import numpy as np
-    import torch
-    from stable_baselines3 import DQN
-    from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-    from torch import nn
-
-    torch.set_num_threads(threads)
-    if f"MinAtar/{game}-v0" not in gym.registry:  # gymnasium 1.x does not register them
-        minatar.gym.register_envs()
-
-    class Uint8Planes(gym.ObservationWrapper):
-        """MinAtar's bool planes as uint8 0/1 (SB3's buffers take no bool)."""
-
-        def __init__(self, env):
-            super().__init__(env)
-            self.observation_space = gym.spaces.Box(0, 1, env.observation_space.shape,
-                                                    np.uint8)
-
-        def observation(self, obs):
-            return obs.astype(np.uint8)
-
-    class MinAtarNet(BaseFeaturesExtractor):
-        """examples/dqn.py's QNetwork up to its 128-unit hidden layer (SB3 adds the
-        linear output: net_arch=[])."""
-
-        def __init__(self, space):
-            super().__init__(space, features_dim=128)
-            self.net = nn.Sequential(nn.Conv2d(space.shape[2], 16, 3, 1), nn.ReLU(),
-                                     nn.Flatten(), nn.Linear(8 * 8 * 16, 128), nn.ReLU())
-
-        def forward(self, x):
-            return self.net(x.permute(0, 3, 1, 2))  # channels-last planes -> NCHW
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # "-v0 is out of date"
-        env = Uint8Planes(gym.make(f"MinAtar/{game}-v0"))
     total = LEARN_START + WARMUP + window
-    model = DQN("CnnPolicy", env, learning_rate=2.5e-4, buffer_size=100_000,
-                learning_starts=LEARN_START, batch_size=32, gamma=0.99, train_freq=1,
-                gradient_steps=1, target_update_interval=1_000,
-                exploration_initial_eps=1.0, exploration_final_eps=0.1,
-                exploration_fraction=(LEARN_START + WARMUP) / total, max_grad_norm=1e10,
-                policy_kwargs=dict(features_extractor_class=MinAtarNet, net_arch=[],
-                                   normalize_images=False, optimizer_class=torch.optim.RMSprop,
-                                   optimizer_kwargs=dict(alpha=0.95, eps=0.01, centered=True)),
-                seed=0, verbose=0, device="cpu")
+    model = make_dqn(game, seed=0, threads=threads, total_frames=total,
+                     learn_start=LEARN_START, decay_frames=WARMUP)
     seconds, updates = sb3_learn_timed(model, total, LEARN_START + WARMUP)
     return {"fps": window / seconds, "update_ms": 1e3 * statistics.mean(updates),
             "outside_update_ms": 1e3 * (seconds - sum(updates)) / window}
@@ -118,10 +73,12 @@ def main():
                         help="frames measured per run (default 6000)")
     parser.add_argument("--out", help="also write the markdown table to this file")
     args = parser.parse_args()
+    if args.window < 1000 or args.rounds < 1:
+        parser.error(f"--window must be >= 1000 (our trainer reports its rate every 1,000 "
+                     f"frames) and --rounds >= 1; got {args.window} and {args.rounds}")
 
-    import stable_baselines3
-    import tensorflow as tf
-    import torch
+    from importlib.metadata import version  # TensorFlow stays out of SB3's process
+
 
     results = {"train.py --preset minatar (1 TF thread, the preset's)": [],
                "SB3 DQN (1 torch thread)": [], "SB3 DQN (2 torch threads)": []}
@@ -135,8 +92,8 @@ def main():
                 f"{name} {runs[-1]['fps']:.0f}" for name, runs in results.items()), flush=True)
 
     lines = [f"Machine: {cpu_name()}, {os.cpu_count()} cores; Python "
-             f"{platform.python_version()}, TensorFlow {tf.__version__}, torch "
-             f"{torch.__version__}, Stable-Baselines3 {stable_baselines3.__version__}. "
+             f"{platform.python_version()}, TensorFlow {version('tensorflow')}, torch "
+             f"{version('torch')}, Stable-Baselines3 {version('stable-baselines3')}. "
              f"Command: `python benchmarks/bench_minatar.py --game {args.game} --rounds "
              f"{args.rounds} --window {args.window}`.", "",
              f"MinAtar/{args.game}-v0, frames/s after learning starts ({args.window:,} frames, "

@@ -44,7 +44,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 TRAIN = os.path.join(REPO, "python", "train.py")
 sys.path.insert(0, HERE)
-from _machine import cpu_name  # noqa: E402
+from _machine import cpu_name, keep_tensorflow_out  # noqa: E402
 
 PONG_LEARN_START = 2_000
 PONG_WINDOW = 4_000  # agent steps measured after learning starts (+1,000 of warm-up)
@@ -104,6 +104,7 @@ def cartpole_ours(seed, workdir):
 
 
 def pong_sb3(threads, n_envs=1):
+    keep_tensorflow_out()
     import gymnasium as gym
     import ale_py
     import torch
@@ -159,6 +160,7 @@ def sb3_learn_timed(model, total, window_start):
 
 
 def cartpole_sb3(seed):
+    keep_tensorflow_out()
     import gymnasium as gym
     import numpy as np
     from stable_baselines3 import DQN
@@ -220,9 +222,9 @@ def main():
         print(text, flush=True)
         lines.append(text)
 
-    import tensorflow as tf  # noqa: F401  (version for the header only)
+    from importlib.metadata import version  # TensorFlow stays out of SB3's process
     emit(f"Machine: {cpu_name()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
-         f"TensorFlow {tf.__version__}. Command: `python benchmarks/bench_train.py"
+         f"TensorFlow {version('tensorflow')}. Command: `python benchmarks/bench_train.py"
          f"{' --sb3' if args.sb3 else ''}{' --pong-only' if args.pong_only else ''}"
          f"{f' --rounds {args.rounds}' if args.rounds != 1 else ''}`.")
     emit()

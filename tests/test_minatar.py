@@ -4,6 +4,7 @@ counted as MinAtar counts them, resume, the plot script, and (slow) a short run 
 """
 
 import csv
+import importlib.util
 import json
 import os
 import pathlib
@@ -77,23 +78,27 @@ def test_preset_equals_the_papers_dqn():
     assert cfg.lr == 1e-3 and cfg.env == "MinAtar/Seaquest-v0" and cfg.target_q == 1_000
 
 
+def dqn_py_epsilon(t):
+    """examples/dqn.py's epsilon at frame t, written as it does it."""
+    if t < 5000:
+        return 1.0
+    if t - 5000 >= 100_000:
+        return 0.1
+    return (0.1 - 1.0) / 100_000 * (t - 5000) + 1.0
+
+
+EPSILON_CHECK_FRAMES = [0, 4999, 5000, 5001, 55_000, 104_999, 105_000, 400_000]
+
+
 def test_schedules_match_dqn_py():
     """dqn.py: random actions while t < 5000, then epsilon 1 -> 0.1 over 100,000 frames;
     train while t > 5000 every frame; copy the target after every 1000th update."""
     cfg, _ = config.parse_args(["--preset", "minatar"])
-
-    def paper_epsilon(t):
-        if t < 5000:
-            return 1.0
-        if t - 5000 >= 100_000:
-            return 0.1
-        return (0.1 - 1.0) / 100_000 * (t - 5000) + 1.0
-
-    for t in [0, 4999, 5000, 5001, 55_000, 104_999, 105_000, 400_000]:
+    for t in EPSILON_CHECK_FRAMES:
         ours = agent_lib.linearly_decaying_epsilon(t, learn_start=cfg.learn_start,
                                                    ep_start=cfg.ep_start, ep_end=cfg.ep_end,
                                                    ep_endt=cfg.ep_endt)
-        assert ours == pytest.approx(paper_epsilon(t)), t
+        assert ours == pytest.approx(dqn_py_epsilon(t)), t
     # dqn.py: the update at frame t happens when t > 5000; the copy follows update number
     # 1000, 2000, ... (updates are counted from t = 5001)
     events = agent_lib.learning_events(0, 12_000, learn_start=cfg.learn_start,
@@ -113,6 +118,54 @@ def test_schedules_match_dqn_py():
             if counter % 1000 == 0:
                 paper.append(counter)
     assert ours == paper
+
+
+def load_sb3_minatar():
+    spec = importlib.util.spec_from_file_location(
+        "sb3_minatar", REPO / "benchmarks" / "sb3_minatar.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sb3_reference_uses_dqn_py_epsilon():
+    """The Stable-Baselines3 reference run (benchmarks/sb3_minatar.py) replaces SB3's
+    schedule, which decays from frame 0, by dqn.py's."""
+    sb3_minatar = load_sb3_minatar()
+    for t in EPSILON_CHECK_FRAMES:
+        assert sb3_minatar.paper_epsilon(t) == pytest.approx(dqn_py_epsilon(t)), t
+
+
+def test_sb3_reference_run_logs_games_as_train_py_does(tmp_path):
+    """A short SB3 run: the epsilon SB3 acts with is dqn.py's, every finished game is logged
+    with its frame and the mean of the last 100, and plot.py reads the run directory."""
+    # found, not imported: torch beside TensorFlow in one process crashes (see
+    # benchmarks/_machine.py), so SB3 runs in the subprocess only
+    if importlib.util.find_spec("stable_baselines3") is None:
+        pytest.skip("stable-baselines3 is not installed (pip install torch stable-baselines3)")
+    run_dir = tmp_path / "sb3"
+    result = run(str(REPO / "benchmarks" / "sb3_minatar.py"),
+                 ["--game", "Breakout", "--frames", "7000", "--prog-freq", "1000",
+                  "--run-dir", str(run_dir)], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    games = read_records(run_dir, "game")
+    assert len(games) >= 10
+    recent = []
+    for g in games:
+        recent = (recent + [g["score"]])[-100:]
+        assert g["mean_return_100"] == pytest.approx(np.mean(recent))
+    assert games[-1]["step"] <= 7000
+    progress = read_records(run_dir, "train")
+    assert [r["step"] for r in progress] == list(range(1000, 7001, 1000))
+    # the epsilon SB3 acted with (set after the previous frame) is dqn.py's
+    for r in progress:
+        assert r["epsilon"] == pytest.approx(dqn_py_epsilon(r["step"]), abs=1e-4), r
+    result = run(PLOT, [str(run_dir), "--csv-dir", str(tmp_path / "csv")], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    # a second run into the same directory is refused, not appended to
+    result = run(str(REPO / "benchmarks" / "sb3_minatar.py"),
+                 ["--frames", "100", "--run-dir", str(run_dir)], cwd=tmp_path)
+    assert result.returncode == 2 and "already holds a run" in result.stderr
 
 
 # ---------------------------------------------------------------------------------------------
