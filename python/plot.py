@@ -172,13 +172,27 @@ def write_csv(curve: Curve, out_dir: str, every: int = 10_000) -> str:
 
 
 def read_reference(path: str) -> dict:
-    """{"label": str, "games": {"Breakout": [[x, value], ...], ...}} (values read from a
-    published figure or data file; "source" says which)."""
+    """{"label": str, "x": "frames" | "agent_steps", "games": {"Breakout": [[x, value], ...],
+    ...}} (values read from a published figure or data file; "source" says which)."""
     with open(path) as f:
         reference = json.load(f)
-    if not isinstance(reference.get("games"), dict):
+    games = reference.get("games") if isinstance(reference, dict) else None
+    if not isinstance(games, dict):
         raise PlotError(f"{path!r}: expected an object with 'label' and 'games'")
+    for game, points in games.items():
+        if not (isinstance(points, list) and all(
+                isinstance(p, list) and len(p) == 2 for p in points)):
+            raise PlotError(f"{path!r}: games[{game!r}] must be a list of [x, value] pairs")
     return reference
+
+
+def reference_at(points: List[List[float]], x: int) -> float:
+    """The published curve at x, linearly interpolated between its points (a figure read at
+    every 100,000 frames gives 250,000 as the mean of 200,000 and 300,000); NaN outside it."""
+    xs, ys = zip(*sorted(points))
+    if not xs[0] <= x <= xs[-1]:
+        return float("nan")
+    return float(np.interp(x, xs, ys))
 
 
 def plot(curves: List[Curve], out: str, references: List[dict], title: Optional[str] = None,
@@ -258,9 +272,10 @@ def plot(curves: List[Curve], out: str, references: List[dict], title: Optional[
     os.replace(tmp, out)
 
 
-def table(curves: List[Curve], at: List[int]) -> str:
+def table(curves: List[Curve], at: List[int], references: Optional[List[dict]] = None) -> str:
     """A markdown table: per game and seed, mean_return_100 at each step of `at` (the mean of
-    the last 100 games finished by then), the mean over seeds, and the last evaluation."""
+    the last 100 games finished by then), the mean over seeds, and the last evaluation; under
+    each game's rows, a row per reference that has the game (seeds "-", see reference_at)."""
     several = len({c.variant for c in curves}) > 1  # then a row per game and variant
     games: Dict[str, List[Curve]] = {}
     for curve in sorted(curves, key=lambda c: (c.game, c.variant, c.seed)):
@@ -271,6 +286,7 @@ def table(curves: List[Curve], at: List[int]) -> str:
     header = (["game", "seeds"] + [f"at {x:,} {x_name}" for x in at]
               + (["last evaluation"] if with_evals else []))
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    last_row_of = {runs[0].game: name for name, runs in games.items()}
     for game, runs in games.items():
         cells = [game, ", ".join(str(c.seed) for c in runs)]
         for x in at:
@@ -284,6 +300,15 @@ def table(curves: List[Curve], at: List[int]) -> str:
             evals = [f"{c.evals[-1][1]:.2f} at {c.evals[-1][0]:,}" for c in runs if c.evals]
             cells.append("; ".join(evals) or "-")
         lines.append("| " + " | ".join(cells) + " |")
+        if last_row_of[runs[0].game] == game:  # a game's references after its last row
+            for reference in references or []:
+                points = reference["games"].get(runs[0].game)
+                if points:
+                    values = [reference_at(points, x) for x in at]
+                    lines.append("| " + " | ".join(
+                        [f"{runs[0].game}: {reference.get('label', 'reference')}", "-"]
+                        + ["-" if np.isnan(v) else f"{v:.2f}" for v in values]
+                        + (["-"] if with_evals else [])) + " |")
     return "\n".join(lines)
 
 
@@ -313,6 +338,11 @@ def main(argv=None) -> int:
             raise PlotError(f"--every must be a positive integer, got {args.every}")
         curves = [read_input(path) for path in args.inputs]
         references = [read_reference(path) for path in args.reference]
+        for path, reference in zip(args.reference, references):
+            x_names = {c.x_name for c in curves}
+            if reference.get("x", curves[0].x_name) not in x_names:
+                raise PlotError(f"--reference {path!r} is against {reference['x']}, the runs "
+                                f"against {' and '.join(sorted(x_names))}")
     except (PlotError, OSError, ValueError, KeyError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
@@ -323,7 +353,7 @@ def main(argv=None) -> int:
         plot(curves, args.out, references, args.title)
         print("wrote", args.out)
     if at:
-        print(table(curves, at))
+        print(table(curves, at, references))
     return 0
 
 

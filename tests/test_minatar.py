@@ -414,6 +414,47 @@ def test_plot_tells_settings_apart(tmp_path):
     assert plot.run_variant({"n_step": 1, "preset": "minatar"}) == "preset minatar"
 
 
+def test_plot_table_puts_published_values_under_each_game(tmp_path):
+    """--table with --reference: a row per reference under the game's rows, the published
+    curve linearly interpolated between its points and '-' outside them; a reference against
+    agent steps cannot be set beside runs against frames."""
+    (tmp_path / "Breakout-s1.csv").write_text(
+        "frames,mean_return_100\n" + "".join(f"{x},{x / 10_000}\n"
+                                             for x in range(10_000, 310_000, 10_000)))
+    reference = tmp_path / "paper.json"
+    reference.write_text(json.dumps({"label": "paper", "x": "frames", "games": {
+        "Breakout": [[0, 0.0], [100_000, 10.0], [200_000, 20.0]], "Pong": [[0, 1.0]]}}))
+    result = run(PLOT, [str(tmp_path / "Breakout-s1.csv"), "--table", "50000,150000,300000",
+                        "--reference", str(reference)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = result.stdout.strip().splitlines()
+    assert rows[-2] == "| Breakout | 1 | 5.00 | 15.00 | 30.00 |"
+    assert rows[-1] == "| Breakout: paper | - | 5.00 | 15.00 | - |"
+    assert "Pong" not in result.stdout  # a reference's other games have no row
+    dopamine = str(REPO / "docs/results/atari/dopamine_dqn_breakout.json")
+    result = run(PLOT, [str(tmp_path / "Breakout-s1.csv"), "--table", "50000",
+                        "--reference", dopamine], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "is against agent_steps, the runs against frames" in result.stderr
+    reference.write_text(json.dumps({"label": "paper", "games": {"Breakout": [1.0, 2.0]}}))
+    result = run(PLOT, [str(tmp_path / "Breakout-s1.csv"), "--table", "50000",
+                        "--reference", str(reference)], cwd=tmp_path)
+    assert result.returncode == 2 and "must be a list of [x, value] pairs" in result.stderr
+
+
+def test_committed_paper_values_are_the_figures_four_games():
+    """docs/results/minatar_paper_dqn.json (the paper's DQN curve read off its figure) reads
+    as a reference: four games (no Seaquest), against frames, every 100,000 from 0 to 5M."""
+    sys.path.insert(0, str(REPO / "python"))
+    import plot
+    paper = plot.read_reference(str(REPO / "docs/results/minatar_paper_dqn.json"))
+    assert paper["x"] == "frames" and "source" in paper
+    assert sorted(paper["games"]) == ["Asterix", "Breakout", "Freeway", "SpaceInvaders"]
+    for points in paper["games"].values():
+        assert [x for x, _ in points] == list(range(0, 5_000_001, 100_000))
+    assert plot.reference_at(paper["games"]["Breakout"], 1_000_000) == 9.21
+
+
 def test_plot_rejects_bad_input(tmp_path):
     result = run(PLOT, [str(tmp_path), "--out", str(tmp_path / "x.png")], cwd=tmp_path)
     assert result.returncode == 2 and "is not a run directory (needs config.json" in result.stderr
