@@ -272,6 +272,11 @@ def plot(curves: List[Curve], out: str, references: List[dict], title: Optional[
     os.replace(tmp, out)
 
 
+def value_cell(value: float) -> str:
+    """A table cell: the value to 2 decimals, '-' where there is none (NaN)."""
+    return "-" if np.isnan(value) else f"{value:.2f}"
+
+
 def table(curves: List[Curve], at: List[int], references: Optional[List[dict]] = None) -> str:
     """A markdown table: per game and seed, mean_return_100 at each step of `at` (the mean of
     the last 100 games finished by then), the mean over seeds, and the last evaluation; under
@@ -292,7 +297,7 @@ def table(curves: List[Curve], at: List[int], references: Optional[List[dict]] =
         for x in at:
             values = [float(c.at(np.array([x]))[0]) if c.end >= x else float("nan")
                       for c in runs]
-            per_seed = " / ".join("-" if np.isnan(v) else f"{v:.2f}" for v in values)
+            per_seed = " / ".join(value_cell(v) for v in values)
             done = [v for v in values if not np.isnan(v)]
             cells.append(f"{np.mean(done):.2f}" + (f" ({per_seed})" if len(runs) > 1 else "")
                          if len(done) == len(values) else per_seed)
@@ -307,7 +312,7 @@ def table(curves: List[Curve], at: List[int], references: Optional[List[dict]] =
                     values = [reference_at(points, x) for x in at]
                     lines.append("| " + " | ".join(
                         [f"{runs[0].game}: {reference.get('label', 'reference')}", "-"]
-                        + ["-" if np.isnan(v) else f"{v:.2f}" for v in values]
+                        + [value_cell(v) for v in values]
                         + (["-"] if with_evals else [])) + " |")
     return "\n".join(lines)
 
@@ -338,8 +343,8 @@ def main(argv=None) -> int:
             raise PlotError(f"--every must be a positive integer, got {args.every}")
         curves = [read_input(path) for path in args.inputs]
         references = [read_reference(path) for path in args.reference]
+        x_names = {c.x_name for c in curves}
         for path, reference in zip(args.reference, references):
-            x_names = {c.x_name for c in curves}
             if reference.get("x", curves[0].x_name) not in x_names:
                 raise PlotError(f"--reference {path!r} is against {reference['x']}, the runs "
                                 f"against {' and '.join(sorted(x_names))}")
