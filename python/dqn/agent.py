@@ -106,31 +106,23 @@ class JitCompileError(RuntimeError):
     """--jit-compile was asked for and XLA cannot compile the update."""
 
 
-def rmsprop(lr: float) -> keras.optimizers.Optimizer:
+def rmsprop(lr: float, epsilon: float = 0.01) -> keras.optimizers.Optimizer:
     """DQN 3.0's optimizer (reference §2): g = .95 g + .05 dw, g2 = .95 g2 + .05 dw^2,
     w += lr dw / sqrt(g2 - g^2 + 0.01). Keras 3 has this form, epsilon inside the sqrt, when
     the loss is a SUM over the batch."""
-    return keras.optimizers.RMSprop(learning_rate=lr, rho=0.95, momentum=0.0, epsilon=0.01,
+    return keras.optimizers.RMSprop(learning_rate=lr, rho=0.95, momentum=0.0, epsilon=epsilon,
                                     centered=True)
 
 
-class TorchCenteredRMSprop:
-    """PyTorch's `optim.RMSprop(centered=True, momentum=0)`, which MinAtar's dqn.py uses:
+class _CenteredRMSprop:
+    """Centered RMSprop without momentum, in plain TensorFlow ops: the two forms the presets
+    need that Keras' RMSprop is not (subclasses give `_step`). Not a Keras optimizer subclass
+    (which would lean on Keras' private per-variable slot API); it offers what the agent uses
+    of one: build, apply_gradients and variables (the slots, in the order of the variables
+    given to build: all mean squares, then all mean gradients). The learning rate is applied
+    as a Python float (exact in float64)."""
 
-        g2 = rho g2 + (1 - rho) dw^2,  g = rho g + (1 - rho) dw,
-        w -= lr dw / (sqrt(g2 - g^2) + epsilon)
-
-    Keras' centered RMSprop (DQN 3.0's form) puts epsilon inside the sqrt instead; with
-    epsilon 0.01 the two differ by up to 10x in step size where the gradient's variance is
-    small, so the MinAtar preset needs this one. g2 - g^2 >= 0 in exact arithmetic; it is
-    clamped at 0 against rounding (torch would give NaN there).
-
-    Written in plain TensorFlow ops, not as a Keras optimizer subclass (which would lean on
-    Keras' private per-variable slot API); it offers what the agent uses of a Keras
-    optimizer: build, apply_gradients and variables (the slots, in the order of the
-    variables given to build: all g2, then all g). The learning rate is applied as a
-    Python float (exact in float64).
-    """
+    initial_square_avg = 0.0
 
     def __init__(self, learning_rate: float, rho: float = 0.95, epsilon: float = 0.01):
         self.learning_rate = float(learning_rate)
@@ -140,8 +132,9 @@ class TorchCenteredRMSprop:
         self._slots = {}
 
     def build(self, var_list: Sequence[tf.Variable]) -> None:
-        square_avg = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False,
-                                  name="square_avg") for v in var_list]
+        square_avg = [tf.Variable(tf.fill(v.shape, tf.constant(self.initial_square_avg,
+                                                                 v.dtype)),
+                                  trainable=False, name="square_avg") for v in var_list]
         grad_avg = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="grad_avg")
                     for v in var_list]
         # keyed by identity: the model's variables live as long as the agent
@@ -151,16 +144,66 @@ class TorchCenteredRMSprop:
         self.trackable = tf.train.Checkpoint(square_avg=square_avg, grad_avg=grad_avg)
 
     def apply_gradients(self, grads_and_vars) -> None:
-        rho, eps = self.rho, self.epsilon
         for gradient, variable in grads_and_vars:
             square_avg, grad_avg = self._slots[id(variable)]
             gradient = tf.cast(gradient, variable.dtype)
-            new_square_avg = rho * square_avg + (1.0 - rho) * tf.square(gradient)
-            new_grad_avg = rho * grad_avg + (1.0 - rho) * gradient
+            new_square_avg, new_grad_avg, step = self._step(gradient, square_avg, grad_avg)
             square_avg.assign(new_square_avg)
             grad_avg.assign(new_grad_avg)
-            std = tf.sqrt(tf.maximum(new_square_avg - tf.square(new_grad_avg), 0.0))
-            variable.assign_sub(self.learning_rate * gradient / (std + eps))
+            variable.assign_sub(step)
+
+    def _step(self, gradient, square_avg, grad_avg):
+        """-> (new mean square, new mean gradient, the amount to subtract from the weight)."""
+        raise NotImplementedError
+
+
+class TorchCenteredRMSprop(_CenteredRMSprop):
+    """PyTorch's `optim.RMSprop(centered=True, momentum=0)`, which MinAtar's dqn.py uses:
+
+        g2 = rho g2 + (1 - rho) dw^2,  g = rho g + (1 - rho) dw,
+        w -= lr dw / (sqrt(g2 - g^2) + epsilon)
+
+    Keras' centered RMSprop (DQN 3.0's form) puts epsilon inside the sqrt instead; with
+    epsilon 0.01 the two differ by up to 10x in step size where the gradient's variance is
+    small, so the MinAtar preset needs this one. g2 - g^2 >= 0 in exact arithmetic; it is
+    clamped at 0 against rounding (torch would give NaN there).
+    """
+
+    def _step(self, gradient, square_avg, grad_avg):
+        rho = self.rho
+        new_square_avg = rho * square_avg + (1.0 - rho) * tf.square(gradient)
+        new_grad_avg = rho * grad_avg + (1.0 - rho) * gradient
+        std = tf.sqrt(tf.maximum(new_square_avg - tf.square(new_grad_avg), 0.0))
+        return new_square_avg, new_grad_avg, self.learning_rate * gradient / (std + self.epsilon)
+
+
+class TF1CenteredRMSprop(_CenteredRMSprop):
+    """TF1's `tf.compat.v1.train.RMSPropOptimizer(centered=True, momentum=0)`, which Dopamine's
+    DQN uses (dqn.gin: lr 2.5e-4, decay 0.95, epsilon 1e-5). Its kernel, ApplyCenteredRMSProp
+    (tensorflow/core/kernels/training_ops.cc), computes
+
+        ms += (dw^2 - ms) (1 - rho),  mg += (dw - mg) (1 - rho),
+        w -= lr dw / sqrt(ms - mg^2 + epsilon)
+
+    epsilon inside the sqrt as in Keras 3's centered RMSprop, but TF1 starts the mean square
+    `ms` at ONE (tensorflow/python/training/rmsprop.py `_create_slots`: ones_initializer for
+    the "rms" slot), where Keras 3 starts it at zero. So TF1's first steps are about lr * dw
+    (tiny, for gradients far below 1) instead of about lr * dw / |dw|, and grow as ms decays
+    towards the gradients' scale over ~1 / (1 - rho) = 20 updates and more. The update is
+    written in the kernel's form (ms + (dw^2 - ms)(1 - rho), not rho ms + (1 - rho) dw^2),
+    so float32 rounding follows it too; ms - mg^2 >= 0 holds in exact arithmetic (a variance
+    plus the initial one decayed) and is not clamped, as TF1 does not clamp it.
+    """
+
+    initial_square_avg = 1.0
+
+    def _step(self, gradient, square_avg, grad_avg):
+        # 1 - rho computed in the variable's dtype, as the kernel does (1 - 0.95f is not 0.05f)
+        keep = tf.constant(1.0, gradient.dtype) - tf.constant(self.rho, gradient.dtype)
+        new_square_avg = square_avg + (tf.square(gradient) - square_avg) * keep
+        new_grad_avg = grad_avg + (gradient - grad_avg) * keep
+        denominator = tf.sqrt(new_square_avg - tf.square(new_grad_avg) + self.epsilon)
+        return new_square_avg, new_grad_avg, gradient * self.learning_rate / denominator
 
 
 class DynamicLossScale:
@@ -206,8 +249,12 @@ class DynamicLossScale:
         tf.cond(finite, step, skip)
 
 
-def make_optimizer(name: str, lr: float) -> keras.optimizers.Optimizer:
-    """'rmsprop' (DQN 3.0), 'rmsprop-torch' (MinAtar's dqn.py) or 'adam'.
+OPTIMIZERS = ("rmsprop", "rmsprop-tf1", "rmsprop-torch", "adam")
+
+
+def make_optimizer(name: str, lr: float, epsilon: float = 0.01):
+    """'rmsprop' (DQN 3.0), 'rmsprop-tf1' (Dopamine), 'rmsprop-torch' (MinAtar's dqn.py) or
+    'adam'; epsilon is the RMSprop optimizers' (Adam keeps Keras' default).
 
     Centered RMSprop divides by the gradient's standard deviation plus 0.01: when the
     gradient keeps the same sign (a small task whose values all rise together), its steps
@@ -215,13 +262,14 @@ def make_optimizer(name: str, lr: float) -> keras.optimizers.Optimizer:
     loss; Adam does not depend on the gradient's scale.
     """
     if name == "rmsprop":
-        return rmsprop(lr)
+        return rmsprop(lr, epsilon)
+    if name == "rmsprop-tf1":
+        return TF1CenteredRMSprop(lr, rho=0.95, epsilon=epsilon)
     if name == "rmsprop-torch":
-        return TorchCenteredRMSprop(lr, rho=0.95, epsilon=0.01)
+        return TorchCenteredRMSprop(lr, rho=0.95, epsilon=epsilon)
     if name == "adam":
         return keras.optimizers.Adam(learning_rate=lr)
-    raise ValueError(f"unknown optimizer {name!r} (expected 'rmsprop', 'rmsprop-torch' or "
-                     "'adam')")
+    raise ValueError(f"unknown optimizer {name!r} (expected one of {', '.join(OPTIMIZERS)})")
 
 
 class Agent:
@@ -230,7 +278,8 @@ class Agent:
     Args:
       make_network: builds a fresh Keras model (called twice: online and target).
       state_spec: tf.TensorSpec of one state without the batch dim, e.g. uint8 [4, 84, 84].
-      discount, clip_delta, lr, double_dqn, optimizer: the update's settings.
+      discount, clip_delta, lr, double_dqn, optimizer, optimizer_epsilon: the update's
+        settings (make_optimizer).
       loss_reduction: 'sum' (DQN 3.0: the gradient is minus the summed dw) or 'mean' (the sum
         divided by the batch size: PyTorch's smooth_l1_loss, MinAtar's dqn.py). The op's
         Huber loss with clip_delta 1 is smooth_l1_loss's per-element loss (beta 1), so
@@ -249,6 +298,7 @@ class Agent:
     def __init__(self, make_network: Callable[[], keras.Model], state_spec: tf.TensorSpec, *,
                  discount: float, clip_delta: float, lr: float, double_dqn: bool = False,
                  optimizer: str = "rmsprop", loss_reduction: str = "sum",
+                 optimizer_epsilon: float = 0.01,
                  jit_compile: bool = False, jit_act: bool = True):
         if loss_reduction not in ("sum", "mean"):
             raise ValueError(f"loss_reduction must be 'sum' or 'mean', got {loss_reduction!r}")
@@ -256,7 +306,7 @@ class Agent:
         self.online = make_network()
         self.target = make_network()
         networks.copy_weights(self.online, self.target)
-        self.optimizer = make_optimizer(optimizer, lr)
+        self.optimizer = make_optimizer(optimizer, lr, optimizer_epsilon)
         self.optimizer.build(self.online.trainable_variables)
         float16 = "float16" in networks.compute_dtypes(self.online)
         self.loss_scale = DynamicLossScale() if float16 else None

@@ -24,15 +24,15 @@ def make_pool(cfg: Config, count: int, *, training: bool,
 def network_factory(cfg: Config, pool: envs_lib.EnvPool
                     ) -> Tuple[str, tf.TensorSpec, Callable[[], keras.Model]]:
     """(network kind, one state's TensorSpec, a function building a fresh network) for the
-    pool's observations and actions with the run's --network, --hist-len, --mlp-hidden and
-    --precision."""
+    pool's observations and actions with the run's --network, --hist-len, --mlp-hidden,
+    --precision, --init and --conv-padding."""
     obs_shape = pool.codec.obs_shape
     kind = networks.network_kind(cfg.network, obs_shape)
     spec = networks.state_spec(kind, cfg.hist_len, obs_shape)
 
     def build() -> keras.Model:
         return networks.build_network(kind, pool.n_actions, spec, cfg.mlp_hidden,
-                                      cfg.precision)
+                                      cfg.precision, cfg.init, cfg.conv_padding)
 
     return kind, spec, build
 
@@ -46,5 +46,6 @@ def make_agent(cfg: Config, pool: envs_lib.EnvPool) -> Tuple[str, agent_lib.Agen
     agent = agent_lib.Agent(
         build_network, spec, discount=cfg.discount, clip_delta=cfg.clip_delta, lr=cfg.lr,
         double_dqn=cfg.double_dqn, optimizer=cfg.optimizer, loss_reduction=cfg.loss_reduction,
+        optimizer_epsilon=cfg.rms_epsilon,
         jit_compile=cfg.jit_compile, jit_act=cfg.jit_act)
     return kind, agent

@@ -42,16 +42,27 @@ class Config:
     env: str = _opt("ALE/Pong-v5", "gymnasium id: ALE/<Game>-v5, MinAtar/<Game>-v0 (with "
                     "--preset minatar), or an env with a 1-D Box observation and Discrete "
                     "actions (e.g. CartPole-v1 with --preset classic)")
-    preset: str = _opt("atari", "atari: DQN 3.0's settings; minatar: the MinAtar paper's DQN "
-                       "(MinAtar/Breakout-v0 ...); classic: small settings for "
+    preset: str = _opt("atari", "atari: DQN 3.0's settings; dopamine: Dopamine's DQN "
+                       "(dqn.gin) as its published Atari baselines ran; minatar: the MinAtar "
+                       "paper's DQN (MinAtar/Breakout-v0 ...); classic: small settings for "
                        "vector-observation envs like CartPole (explicit flags still win)",
-                       choices=("atari", "minatar", "classic"))
+                       choices=("atari", "dopamine", "minatar", "classic"))
     num_envs: int = _opt(1, "environments stepped together; each step of each is one agent "
                          "step, and updates per agent step stay the same")
     actrep: int = _opt(4, "emulator frames per agent step, rewards summed, the observation "
                        "is the max of the last 2 frames (Atari only)")
     random_starts: int = _opt(30, "1..N no-op frames after each new game and each lost life "
                               "(Atari only; 0: none)")
+    sticky_actions: float = _opt(0.0, "probability that the emulator repeats the previous "
+                                 "action instead of the new one, at every emulator frame "
+                                 "(ALE's repeat_action_probability; Atari only)")
+    life_loss_terminal: bool = _opt(True, "in training a lost life is a terminal for learning "
+                                    "(the game goes on; Atari only)")
+    preprocess: str = _opt("dqn3", "how two emulator frames become one 84x84 observation "
+                           "(Atari only). dqn3: max of the RGB frames, luminance, Torch7's "
+                           "area shrink; dopamine: ALE's grayscale of each frame, max, "
+                           "OpenCV's area resize of the uint8 frame",
+                           choices=("dqn3", "dopamine"))
     hist_len: int = _opt(4, "frames (observations) stacked into the network's input")
     count_terminal_steps: bool = _opt(True, "the step that observes a terminal state and "
                                       "resets the env counts as an agent step (DQN 3.0); "
@@ -74,10 +85,13 @@ class Config:
     lr: float = _opt(2.5e-4, "learning rate of centered RMSprop (rho 0.95, epsilon 0.01 inside "
                      "the sqrt, no momentum) on the summed loss")
     optimizer: str = _opt("rmsprop", "rmsprop: DQN 3.0's centered RMSprop (epsilon inside "
-                          "the sqrt); rmsprop-torch: PyTorch's centered RMSprop (epsilon added "
-                          "after the sqrt, as MinAtar's dqn.py); adam: Adam (Keras defaults "
-                          "but --lr), steadier on small tasks",
-                          choices=("rmsprop", "rmsprop-torch", "adam"))
+                          "the sqrt); rmsprop-tf1: TF1's tf.train.RMSPropOptimizer(centered="
+                          "True) as Dopamine builds it (epsilon inside the sqrt, mean square "
+                          "starting at 1); rmsprop-torch: PyTorch's centered RMSprop (epsilon "
+                          "added after the sqrt, as MinAtar's dqn.py); adam: Adam (Keras "
+                          "defaults but --lr), steadier on small tasks",
+                          choices=("rmsprop", "rmsprop-tf1", "rmsprop-torch", "adam"))
+    rms_epsilon: float = _opt(0.01, "epsilon of the RMSprop optimizers (not adam)")
     loss_reduction: str = _opt("sum", "sum: the batch's summed loss (DQN 3.0's dw); mean: "
                                "its mean (PyTorch's smooth_l1_loss, MinAtar's dqn.py)",
                                choices=("sum", "mean"))
@@ -111,6 +125,14 @@ class Config:
                           choices=PRECISIONS)
     network: str = _opt("auto", "auto: nature for Atari, minatar for MinAtar, mlp for vector "
                         "observations", choices=("auto", "nature", "minatar", "mlp"))
+    init: str = _opt("torch7", "initial weights. torch7: U(+-1/sqrt(fan_in)) for weights and "
+                     "biases (DQN 3.0's Torch7 layers); glorot: Glorot-uniform weights, zero "
+                     "biases (Dopamine: slim's and Keras' defaults)",
+                     choices=("torch7", "glorot"))
+    conv_padding: str = _opt("valid", "padding of the convolutions. valid: DQN 3.0's (the "
+                             "Nature network flattens 7x7x64); same: TensorFlow's SAME, "
+                             "Dopamine's slim.conv2d default (11x11x64)",
+                             choices=("valid", "same"))
     mlp_hidden: Tuple[int, ...] = _opt((256, 256), "hidden layer sizes of the MLP, e.g. 64,64",
                                        parse=_parse_ints)
     # --- evaluation ---------------------------------------------------------------------
@@ -161,8 +183,42 @@ class Config:
 #   proposed passing it as momentum=0.95; the paper's 2019 curves had none). Sticky actions 0.1 and
 #   difficulty ramping are the environments' defaults. No evaluation phase in the paper:
 #   its curves are training returns, so evaluations here are sparse.
+#
+# Dopamine: the DQN of Dopamine's published Atari baselines (google/dopamine,
+# baselines/atari/data/<game>.json), as its 2018 code ran them:
+#   dopamine/agents/dqn/configs/dqn.gin: gamma 0.99, update_horizon 1, min_replay_history
+#     20,000 agent steps (learning while more transitions than that are stored),
+#     update_period 4, target_update_period 8,000, epsilon_train 0.01, epsilon_eval 0.001,
+#     epsilon_decay_period 250,000; tf.train.RMSPropOptimizer(learning_rate 0.00025, decay
+#     0.95, momentum 0, epsilon 1e-5, centered True); sticky actions; training_steps
+#     250,000 and evaluation_steps 125,000 per iteration; max_steps_per_episode 27,000;
+#     replay_capacity 1,000,000, batch_size 32.
+#   dopamine/agents/dqn/dqn_agent.py: linearly_decaying_epsilon (1 until the warm-up, then
+#     linear over the decay period to epsilon_train: --ep-start 1, --learn-start, --ep-endt,
+#     --ep-end), Huber loss (tf.losses.huber_loss, delta 1) on r + gamma max_a Q_target(s', a)
+#     (1 - terminal), minimized as its tf.reduce_mean over the batch.
+#   dopamine/discrete_domains/atari_lib.py: create_atari_environment makes
+#     <Game>NoFrameskip-v0 (repeat_action_probability 0.25 in the emulator, minimal action
+#     set) with no no-op starts; AtariPreprocessing: frame_skip 4 with rewards summed,
+#     terminal_on_life_loss False, grayscale (ale.getScreenGrayscale) of the last two frames,
+#     their max, cv2.resize(INTER_AREA) to 84x84; nature_dqn_network: slim.conv2d /
+#     fully_connected with slim's defaults (padding SAME, xavier_initializer = Glorot
+#     uniform, zero biases).
+#   dopamine/atari/run_experiment.py: rewards clipped to [-1, 1] for learning; an episode
+#     stops at 27,000 agent steps (here ALE/<Game>-v5's own cap of 108,000 frames, the same
+#     at frame skip 4); an agent step is one env.step (--no-count-terminal-steps).
 PRESETS: Dict[str, Dict[str, object]] = {
     "atari": {},
+    "dopamine": dict(
+        sticky_actions=0.25, random_starts=0, life_loss_terminal=False, preprocess="dopamine",
+        actrep=4, hist_len=4, count_terminal_steps=False, reward_clip=1.0,
+        replay_memory=1_000_000, learn_start=20_000, update_freq=4, n_replay=1,
+        target_q=8_000, ep_start=1.0, ep_end=0.01, ep_endt=250_000,
+        minibatch_size=32, optimizer="rmsprop-tf1", rms_epsilon=1e-5, lr=2.5e-4,
+        loss_reduction="mean", discount=0.99, clip_delta=1.0,
+        network="nature", init="glorot", conv_padding="same",
+        eval_freq=250_000, eval_steps=125_000, eval_ep=0.001,
+    ),
     "minatar": dict(
         env="MinAtar/Breakout-v0", actrep=1, random_starts=0, hist_len=1,
         count_terminal_steps=False, reward_clip=0.0,
@@ -206,7 +262,7 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         help_text = meta["help"]
         if "default:" not in help_text:  # Optional settings explain their None themselves
             help_text += f" (default: {shown}"
-            for name in ("minatar", "classic"):
+            for name in ("dopamine", "minatar", "classic"):
                 if f.name in PRESETS[name]:
                     value = PRESETS[name][f.name]
                     help_text += f"; {name}: " + (",".join(map(str, value))
@@ -255,6 +311,11 @@ def validate(cfg: Config) -> None:
     for name in ("lr", "discount", "clip_delta", "reward_clip"):
         finite(name)
     need(cfg.lr > 0, "lr", "must be > 0")
+    finite("rms_epsilon")
+    need(cfg.rms_epsilon > 0, "rms_epsilon", "must be > 0")
+    finite("sticky_actions")
+    need(0.0 <= cfg.sticky_actions <= 1.0, "sticky_actions", "is a probability and must be "
+         "in [0, 1]")
     need(0.0 <= cfg.discount <= 1.0, "discount", "must be in [0, 1]")
     need(cfg.clip_delta >= 0, "clip_delta", "must be >= 0 (0: no clip)")
     need(cfg.reward_clip >= 0, "reward_clip", "must be >= 0 (0: no clip)")

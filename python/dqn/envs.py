@@ -2,9 +2,14 @@
 
 Atari (reference §5, deepmind/alewrap): `actrep` emulator frames per agent step with rewards
 summed; the observation is the pixel-wise max of the last two frames, converted to luminance
-and shrunk to 84x84 the way Torch7's `image.scale(..., 'bilinear')` shrinks; 1..30 no-op frames
-after every new game and every lost life; in training a lost life is a terminal for learning
-but the game goes on. `ALE/<Game>-v5` is made with `frameskip=1` and no sticky actions.
+and shrunk to 84x84 the way Torch7's `image.scale(..., 'bilinear')` shrinks; k + 1 no-op
+frames (k uniform in 1..30) after every new game and every lost life; in training a lost life
+is a terminal for learning, stops the action repeat at that frame, and the game goes on.
+`ALE/<Game>-v5` is made with `frameskip=1` and no sticky actions.
+
+Dopamine's Atari (`--preset dopamine`, google/dopamine atari_lib.py): the same wrapper with
+sticky actions 0.25 in the emulator, no no-op starts, no life-loss terminal, and ALE's
+grayscale frames max-pooled then area-resized (`preprocess="dopamine"`).
 
 MinAtar (`MinAtar/<Game>-v0`, package `minatar`) is used as it is, with its defaults (sticky
 actions 0.1, difficulty ramping): boolean [10, 10, channels] observations, stored in the
@@ -82,6 +87,27 @@ class Preprocessor:
         return np.clip(np.rint(small), 0, 255).astype(np.uint8)
 
 
+class GrayscalePreprocessor:
+    """Two grayscale frames [H, W] uint8 -> uint8 [size, size]: max, then OpenCV's area
+    resize of the uint8 frame, as Dopamine's AtariPreprocessing._pool_and_resize does
+    (google/dopamine, dopamine/discrete_domains/atari_lib.py). The frames are ALE's own
+    grayscale (ale.getScreenGrayscale), not a luminance of the RGB screen."""
+
+    def __init__(self, height: int, width: int, size: int = ATARI_SIZE):
+        import cv2  # opencv-python-headless
+        self._cv2 = cv2
+        self.size = size
+        self._max = np.empty((height, width), np.uint8)
+
+    def __call__(self, frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
+        pooled = np.maximum(frame_a, frame_b, out=self._max)
+        return self._cv2.resize(pooled, (self.size, self.size),
+                                interpolation=self._cv2.INTER_AREA)
+
+
+PREPROCESSING = ("dqn3", "dopamine")
+
+
 def preprocess_reference(frame_a: np.ndarray, frame_b: np.ndarray,
                          size: int = ATARI_SIZE) -> np.ndarray:
     """The same transformation written out in float64 numpy (for tests)."""
@@ -104,26 +130,36 @@ class DQN3Atari(gym.Wrapper):
     ended (game over, or v5's 108,000-frame cap, reported as truncated), which is what a
     score is counted over.
 
-    With terminal_on_life_loss (training), losing a life sets terminated=True but the game is
-    NOT reset: the following reset() plays only the no-op frames and continues the same game
-    (lives, score and emulator state kept). reset() starts a new game when the game is over,
+    With terminal_on_life_loss (training), losing a life ends the action repeat at that frame
+    and sets terminated=True but the game is NOT reset: the following reset() plays only the
+    no-op frames and continues the same game (lives, score and emulator state kept). reset() starts a new game when the game is over,
     on the first call, when given a seed, or with options={"new_game": True}.
     """
 
     def __init__(self, env: gym.Env, *, actrep: int = 4, random_starts: int = 30,
-                 terminal_on_life_loss: bool = True, size: int = ATARI_SIZE):
+                 terminal_on_life_loss: bool = True, preprocess: str = "dqn3",
+                 size: int = ATARI_SIZE):
         super().__init__(env)
         if actrep < 1 or random_starts < 0:
             raise ValueError(f"actrep must be >= 1 and random_starts >= 0, got {actrep}, "
                              f"{random_starts}")
+        if preprocess not in PREPROCESSING:
+            raise ValueError(f"preprocess must be one of {', '.join(PREPROCESSING)}, got "
+                             f"{preprocess!r}")
         self.ale = env.unwrapped.ale
         self.actrep = actrep
         self.random_starts = random_starts
         self.terminal_on_life_loss = terminal_on_life_loss
         self._action_set = env.unwrapped._action_set  # the game's minimal action set
         height, width = self.ale.getScreenDims()
-        self._screens = np.zeros((2, height, width, 3), np.uint8)  # the last two frames
-        self._preprocess = Preprocessor(height, width, size)
+        if preprocess == "dopamine":  # the last two frames, in ALE's grayscale
+            self._screens = np.zeros((2, height, width), np.uint8)
+            self._fetch_screen = self.ale.getScreenGrayscale
+            self._preprocess = GrayscalePreprocessor(height, width, size)
+        else:  # the last two frames, in RGB
+            self._screens = np.zeros((2, height, width, 3), np.uint8)
+            self._fetch_screen = self.ale.getScreenRGB
+            self._preprocess = Preprocessor(height, width, size)
         self.observation_space = gym.spaces.Box(0, 255, (size, size), np.uint8)
         self._noop = self._action_set[0]  # NOOP is first in every minimal action set
         self._rng = np.random.default_rng()
@@ -138,16 +174,27 @@ class DQN3Atari(gym.Wrapper):
         if new_game:
             self.env.reset(seed=seed)
         self._needs_new_game = False
-        noops = int(self._rng.integers(1, self.random_starts + 1)) if self.random_starts else 0
-        self._play(self._noop, noops)
+        self._play(self._noop, self._draw_noops())
         if self.ale.game_over():  # no-ops alone ended the game: start a fresh one
             self.env.reset()
             self._play(self._noop, 0)
         self._lives = self.ale.lives()
         return self._observe(), {"lives": self._lives, "new_game": new_game}
 
+    def _draw_noops(self) -> int:
+        """No-op frames before play (re)starts: DQN 3.0's nextRandomGame(k), k uniform in
+        1..random_starts, plays newGame()'s one null frame, k - 1 more, then one more to
+        read the state (alewrap GameEnvironment.lua): k + 1 frames, 2..31 with 30. With
+        random_starts 0, none (Dopamine's games start at once)."""
+        if not self.random_starts:
+            return 0
+        return int(self._rng.integers(1, self.random_starts + 1)) + 1
+
     def step(self, action):
-        reward = self._play(self._action_set[int(action)], self.actrep)
+        # DQN 3.0 stops repeating the action at the frame where a life is lost in training
+        # (alewrap GameEnvironment.lua step: the life-loss terminal breaks the actrep loop).
+        reward = self._play(self._action_set[int(action)], self.actrep,
+                            stop_on_life_loss=self.terminal_on_life_loss)
         lives = self.ale.lives()
         life_lost = lives < self._lives
         self._lives = lives
@@ -158,11 +205,13 @@ class DQN3Atari(gym.Wrapper):
         info = {"lives": lives, "life_lost": life_lost, "game_over": game_over}
         return self._observe(), reward, terminated, truncated, info
 
-    def _play(self, ale_action, frames: int) -> float:
-        """`frames` emulator frames of one action; keeps the last two screens."""
+    def _play(self, ale_action, frames: int, stop_on_life_loss: bool = False) -> float:
+        """`frames` emulator frames of one action, fewer if the game ends (or, with
+        stop_on_life_loss, a life is lost) on the way; keeps the last two screens."""
         reward = 0.0
+        lives_before = self._lives
         if frames == 0:
-            self.ale.getScreenRGB(self._screens[1])
+            self._fetch_screen(self._screens[1])
             self._screens[0] = self._screens[1]
             return reward
         for i in range(frames):
@@ -172,10 +221,11 @@ class DQN3Atari(gym.Wrapper):
                 slot = i - (frames - 2)
                 if frames == 1:
                     self._screens[0] = self._screens[1]
-                self.ale.getScreenRGB(self._screens[slot])
-            if self.ale.game_over():
+                self._fetch_screen(self._screens[slot])
+            if self.ale.game_over() or (stop_on_life_loss
+                                        and self.ale.lives() < lives_before):
                 if i < frames - 1:
-                    self.ale.getScreenRGB(self._screens[1])
+                    self._fetch_screen(self._screens[1])
                     if i < frames - 2:
                         self._screens[0] = self._screens[1]
                 break
@@ -257,6 +307,9 @@ def check_env(cfg: Config) -> None:
             raise ConfigError(f"--network {cfg.network} does not fit the 84x84 frames of "
                               f"{cfg.env} (use nature)")
         return
+    if cfg.sticky_actions > 0:
+        raise ConfigError(f"--sticky-actions {cfg.sticky_actions} applies to ALE Atari games "
+                          f"only; {cfg.env} is not one (MinAtar has its own sticky actions)")
     if is_minatar(cfg.env):
         if cfg.network not in ("auto", "minatar"):
             raise ConfigError(f"--network {cfg.network} does not fit the [10, 10, channels] "
@@ -282,10 +335,11 @@ def make_env(cfg: Config, *, training: bool) -> gym.Env:
     """One environment; for Atari wrapped as DQN 3.0 (life loss terminal only in training)."""
     _ensure_registered()
     if is_atari(cfg.env):
-        env = gym.make(cfg.env, frameskip=1, repeat_action_probability=0.0,
+        env = gym.make(cfg.env, frameskip=1, repeat_action_probability=cfg.sticky_actions,
                        full_action_space=False)
         return DQN3Atari(env, actrep=cfg.actrep, random_starts=cfg.random_starts,
-                         terminal_on_life_loss=training)
+                         terminal_on_life_loss=training and cfg.life_loss_terminal,
+                         preprocess=cfg.preprocess)
     if is_minatar(cfg.env):
         with warnings.catch_warnings():  # "-v0 is out of date": v0 (all 6 actions) is the
             warnings.simplefilter("ignore", DeprecationWarning)  # paper's choice, on purpose

@@ -1,8 +1,9 @@
 """Q-networks: the Nature convnet (DQN 3.0 convnet_atari3.lua), MinAtar's small convnet and an
 MLP for vector states.
 
-All are Keras 3 models with Torch7's default initialization, U(-1/sqrt(fan_in), +1/sqrt(fan_in))
-for weights AND biases (nn.SpatialConvolution / nn.Linear `reset`), fan_in = inputs per output.
+All are Keras 3 models, by default with Torch7's initialization, U(-1/sqrt(fan_in),
++1/sqrt(fan_in)) for weights AND biases (nn.SpatialConvolution / nn.Linear `reset`), fan_in =
+inputs per output; init 'glorot' gives Dopamine's (Glorot-uniform weights, zero biases).
 PyTorch's default initialization of nn.Conv2d / nn.Linear (kaiming_uniform with a = sqrt(5)
 for weights, U(+-1/sqrt(fan_in)) for biases) has the same bounds, so the MinAtar network
 starts as MinAtar's PyTorch dqn.py starts it.
@@ -39,26 +40,46 @@ def dtype_policy(precision: str) -> keras.DTypePolicy:
 Q_HEAD_POLICY = keras.DTypePolicy("float32")
 
 
-def _conv(filters, kernel, stride, in_channels, name, policy):
-    fan_in = in_channels * kernel * kernel
+INITS = ("torch7", "glorot")
+PADDINGS = ("valid", "same")
+
+
+def _initializers(init: str, fan_in: int):
+    """(kernel, bias) initializers: 'torch7' U(+-1/sqrt(fan_in)) for both (DQN 3.0);
+    'glorot' Glorot-uniform kernels and zero biases (Dopamine's slim layers: slim's
+    xavier_initializer is Glorot uniform over fan_in + fan_out, as Keras' GlorotUniform)."""
+    if init == "torch7":
+        return torch7_uniform(fan_in), torch7_uniform(fan_in)
+    if init == "glorot":
+        return keras.initializers.GlorotUniform(), keras.initializers.Zeros()
+    raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+
+
+def _conv(filters, kernel, stride, in_channels, name, policy, init="torch7", padding="valid"):
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+    kernel_init, bias_init = _initializers(init, in_channels * kernel * kernel)
     return keras.layers.Conv2D(filters, kernel, strides=stride, activation="relu", name=name,
-                               kernel_initializer=torch7_uniform(fan_in),
-                               bias_initializer=torch7_uniform(fan_in), dtype=policy)
+                               padding=padding, kernel_initializer=kernel_init,
+                               bias_initializer=bias_init, dtype=policy)
 
 
-def _dense(units, fan_in, name, policy, activation=None):
+def _dense(units, fan_in, name, policy, activation=None, init="torch7"):
+    kernel_init, bias_init = _initializers(init, fan_in)
     return keras.layers.Dense(units, activation=activation, name=name,
-                              kernel_initializer=torch7_uniform(fan_in),
-                              bias_initializer=torch7_uniform(fan_in), dtype=policy)
+                              kernel_initializer=kernel_init, bias_initializer=bias_init,
+                              dtype=policy)
 
 
 def nature_network(n_actions: int, hist_len: int = 4, size: int = 84,
-                   precision: str = "float32") -> keras.Model:
+                   precision: str = "float32", init: str = "torch7",
+                   padding: str = "valid") -> keras.Model:
     """uint8 [B, hist_len, 84, 84] -> Q [B, n_actions] float32 (reference §4); the layers
     before the Q head compute in `precision`'s compute dtype.
 
     Frames / 255 -> Conv 32 8x8 s4 -> ReLU -> Conv 64 4x4 s2 -> ReLU -> Conv 64 3x3 s1 -> ReLU
-    -> flatten (3136) -> Dense 512 -> ReLU -> Dense n_actions. The input is channels-first as
+    -> flatten (3136; 7744 with padding 'same', Dopamine's) -> Dense 512 -> ReLU -> Dense
+    n_actions, initialized as `init` says (_initializers). The input is channels-first as
     the replay stores it and is transposed once to channels-last, the layout TF's CPU
     convolutions support; that only permutes the flattened features, which the uniform
     initialization does not see. The uint8 frames are converted once, straight to the compute
@@ -68,19 +89,20 @@ def nature_network(n_actions: int, hist_len: int = 4, size: int = 84,
     frames = keras.Input((hist_len, size, size), dtype="uint8", name="frames")
     x = keras.ops.cast(frames, policy.compute_dtype) / 255.0
     x = keras.ops.transpose(x, (0, 2, 3, 1))
-    x = _conv(32, 8, 4, hist_len, "conv1", policy)(x)
-    x = _conv(64, 4, 2, 32, "conv2", policy)(x)
-    x = _conv(64, 3, 1, 64, "conv3", policy)(x)
+    x = _conv(32, 8, 4, hist_len, "conv1", policy, init, padding)(x)
+    x = _conv(64, 4, 2, 32, "conv2", policy, init, padding)(x)
+    x = _conv(64, 3, 1, 64, "conv3", policy, init, padding)(x)
     x = keras.layers.Flatten(name="flatten", dtype=policy)(x)
-    fan_in = int(x.shape[-1])  # 7 * 7 * 64 = 3136 for 84x84
-    x = _dense(512, fan_in, "fc", policy, activation="relu")(x)
-    q = _dense(n_actions, 512, "q", Q_HEAD_POLICY)(x)
+    fan_in = int(x.shape[-1])  # 7 * 7 * 64 = 3136 for 84x84 ('same': 11 * 11 * 64 = 7744)
+    x = _dense(512, fan_in, "fc", policy, activation="relu", init=init)(x)
+    q = _dense(n_actions, 512, "q", Q_HEAD_POLICY, init=init)(x)
     return keras.Model(frames, q, name="nature_dqn")
 
 
 def minatar_network(n_actions: int, hist_len: int = 1,
                     obs_shape: Sequence[int] = (10, 10, 4),
-                    precision: str = "float32") -> keras.Model:
+                    precision: str = "float32", init: str = "torch7",
+                    padding: str = "valid") -> keras.Model:
     """uint8 [B, hist_len, 10, 10, C] (0/1 planes) -> Q [B, n_actions] float32.
 
     MinAtar's examples/dqn.py QNetwork: Conv 16 3x3 s1 (valid) -> ReLU -> flatten (8*8*16 =
@@ -94,16 +116,17 @@ def minatar_network(n_actions: int, hist_len: int = 1,
     if hist_len > 1:  # [B, h, H, W, C] -> [B, H, W, h * C]
         x = keras.ops.transpose(x, (0, 2, 3, 1, 4))
     x = keras.layers.Reshape((height, width, hist_len * channels), name="stack", dtype=policy)(x)
-    x = _conv(16, 3, 1, hist_len * channels, "conv", policy)(x)
+    x = _conv(16, 3, 1, hist_len * channels, "conv", policy, init, padding)(x)
     x = keras.layers.Flatten(name="flatten", dtype=policy)(x)
-    fan_in = int(x.shape[-1])  # (10 - 2) * (10 - 2) * 16 = 1024
-    x = _dense(128, fan_in, "fc", policy, activation="relu")(x)
-    q = _dense(n_actions, 128, "q", Q_HEAD_POLICY)(x)
+    fan_in = int(x.shape[-1])  # (10 - 2) * (10 - 2) * 16 = 1024 ('same': 1600)
+    x = _dense(128, fan_in, "fc", policy, activation="relu", init=init)(x)
+    q = _dense(n_actions, 128, "q", Q_HEAD_POLICY, init=init)(x)
     return keras.Model(planes, q, name="minatar_dqn")
 
 
 def mlp_network(n_actions: int, obs_dim: int, hist_len: int = 1,
-                hidden: Sequence[int] = (256, 256), precision: str = "float32") -> keras.Model:
+                hidden: Sequence[int] = (256, 256), precision: str = "float32",
+                init: str = "torch7") -> keras.Model:
     """float32 [B, hist_len, obs_dim] -> Q [B, n_actions] float32: flatten, ReLU layers,
     linear."""
     policy = dtype_policy(precision)
@@ -111,9 +134,9 @@ def mlp_network(n_actions: int, obs_dim: int, hist_len: int = 1,
     x = keras.layers.Flatten(name="flatten", dtype=policy)(obs)
     fan_in = hist_len * obs_dim
     for i, units in enumerate(hidden):
-        x = _dense(units, fan_in, f"fc{i + 1}", policy, activation="relu")(x)
+        x = _dense(units, fan_in, f"fc{i + 1}", policy, activation="relu", init=init)(x)
         fan_in = units
-    q = _dense(n_actions, fan_in, "q", Q_HEAD_POLICY)(x)
+    q = _dense(n_actions, fan_in, "q", Q_HEAD_POLICY, init=init)(x)
     return keras.Model(obs, q, name="mlp_dqn")
 
 
@@ -145,16 +168,18 @@ def state_spec(kind: str, hist_len: int, obs_shape) -> tf.TensorSpec:
 
 def build_network(kind: str, n_actions: int, spec: tf.TensorSpec,
                   mlp_hidden: Sequence[int] = (256, 256),
-                  precision: str = "float32") -> keras.Model:
+                  precision: str = "float32", init: str = "torch7",
+                  padding: str = "valid") -> keras.Model:
     """kind 'nature' (spec [hist, 84, 84]), 'minatar' (spec [hist, 10, 10, C]) or 'mlp'
-    (spec [hist, obs_dim]); precision one of PRECISIONS (the weights are float32 in all)."""
+    (spec [hist, obs_dim]); precision one of PRECISIONS (the weights are float32 in all);
+    init one of INITS; padding one of PADDINGS (convolutions only)."""
     hist_len, obs_shape = spec.shape[0], spec.shape[1:]
     if kind == "nature":
-        return nature_network(n_actions, hist_len, obs_shape[0], precision)
+        return nature_network(n_actions, hist_len, obs_shape[0], precision, init, padding)
     if kind == "minatar":
-        return minatar_network(n_actions, hist_len, obs_shape, precision)
+        return minatar_network(n_actions, hist_len, obs_shape, precision, init, padding)
     if kind == "mlp":
-        return mlp_network(n_actions, obs_shape[0], hist_len, mlp_hidden, precision)
+        return mlp_network(n_actions, obs_shape[0], hist_len, mlp_hidden, precision, init)
     raise ValueError(f"unknown network kind {kind!r} (expected 'nature', 'minatar' or 'mlp')")
 
 
