@@ -5,6 +5,8 @@
         --reference docs/results/atari/dopamine_dqn_breakout.json
     python python/plot.py RUN_DIR ... --csv-dir docs/results/minatar     # write the curve data
     python python/plot.py docs/results/minatar/*.csv --table 500000,1000000  # values at steps
+    python python/plot.py RUN_DIR --statistic iteration --csv-dir docs/results/atari-dopamine \
+        --reference docs/results/atari/dopamine_dqn_breakout.json --out breakout.png
 
 Each input is a run directory written by train.py (its config.json and metrics.jsonl) or a
 curve file written by --csv-dir (`<Game>-s<seed>.csv`). One panel per game; in each, one line
@@ -14,16 +16,25 @@ from the lowest to the highest seed and their mean where several seeds share a g
 common grid of 400 points), evaluation scores as markers where the run has them, and
 published reference values as crosses (--reference).
 
+--statistic iteration draws Dopamine's statistic instead: the mean return of the training
+games finished in each iteration of --iteration-steps agent steps (250,000: Dopamine's
+Runner.training_steps), one point at each iteration's end, for the iterations the run has
+completed. (Dopamine finishes an iteration's last game inside it, so its iterations run a
+few hundred steps long; here a game counts in the iteration it ends in.) A reference with
+"runs" ([x, lowest, highest] per game) is drawn as a band.
+
 --csv-dir writes `<Game>-s<seed>.csv`: for MinAtar `frames,mean_return_100`, for Atari
 `agent_steps,mean_return_100,eval_mean_score` (eval empty where none), one row every
 --every steps (10,000) from the first finished game to the last step the run reached: the
-value at a row's step is the mean of the last 100 games finished at or before it.
+value at a row's step is the mean of the last 100 games finished at or before it. With
+--statistic iteration: `agent_steps,iteration_mean_return`, one row per iteration.
 
 Exit codes: 0 done; 2 bad input (a path that is neither a run nor a curve file, no games).
 """
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -50,10 +61,14 @@ class Curve:
     mean_100: np.ndarray       # mean return of the last 100 games at that x
     evals: List[Tuple[int, float]] = field(default_factory=list)
     settings: str = ""         # for the title: the preset
+    scores: Optional[np.ndarray] = None  # each game's score (runs only, not curve files)
     end: int = 0               # the last step the run reached (>= the last game's)
     sampled: bool = False      # read from a curve file (rows every N steps), not per game
     variant: str = ""          # what sets it apart from other curves of the game: a curve
     #                            file's directory name, or a run's replay options
+    statistic: str = "last100"  # mean_100 holds: "last100" (the mean of the last 100 games)
+    #                             or "iteration" (the mean of each iteration's games)
+    games: int = 0             # finished training games behind the curve (0: not known)
 
     def at(self, xs: np.ndarray) -> np.ndarray:
         """mean_100 at each of xs: the value of the last game at or before it (NaN before the
@@ -79,7 +94,7 @@ def read_run(run_dir: str) -> Curve:
                         "metrics.jsonl)")
     with open(config_path) as f:
         config = json.load(f)
-    steps, means, evals, recent, end = [], [], [], [], 0
+    steps, means, scores, evals, recent, end = [], [], [], [], [], 0
     with open(metrics_path) as f:
         for line in f:
             try:
@@ -90,6 +105,7 @@ def read_run(run_dir: str) -> Curve:
             if record.get("type") == "game":
                 recent = (recent + [record["score"]])[-100:]
                 steps.append(record["step"])
+                scores.append(record["score"])
                 # runs before mean_return_100 was logged: recompute it
                 means.append(record.get("mean_return_100", float(np.mean(recent))))
             elif record.get("type") == "eval" and record.get("eval_mean_score") is not None:
@@ -100,7 +116,27 @@ def read_run(run_dir: str) -> Curve:
     return Curve(game_name(env), env, int(config.get("seed", 0)), x_name_for(env),
                  np.asarray(steps, np.int64), np.asarray(means, np.float64), evals,
                  settings=f"preset {config.get('preset', '?')}", end=end,
-                 variant=run_variant(config))
+                 variant=run_variant(config), scores=np.asarray(scores, np.float64))
+
+
+def iteration_curve(curve: Curve, iteration_steps: int) -> Curve:
+    """Dopamine's statistic from a run's games: the mean score of the games finished in each
+    iteration (i * N, (i + 1) * N], at (i + 1) * N, for every iteration the run completed."""
+    if curve.scores is None:
+        raise PlotError(f"{curve.game} seed {curve.seed}: --statistic iteration needs a run "
+                        "directory (its games), not a curve file of another statistic")
+    ends, means = [], []
+    for end in range(iteration_steps, curve.end + 1, iteration_steps):
+        in_iteration = (curve.steps > end - iteration_steps) & (curve.steps <= end)
+        if in_iteration.any():
+            ends.append(end)
+            means.append(float(curve.scores[in_iteration].mean()))
+    if not ends:
+        raise PlotError(f"{curve.game} seed {curve.seed}: no iteration of {iteration_steps:,} "
+                        f"steps completed yet (the run reached {curve.end:,})")
+    return dataclasses.replace(curve, steps=np.asarray(ends, np.int64),
+                               mean_100=np.asarray(means), end=ends[-1], sampled=True,
+                               statistic="iteration", evals=[])
 
 
 def run_variant(config: dict) -> str:
@@ -126,19 +162,25 @@ def read_csv(path: str) -> Curve:
     if not rows:
         raise PlotError(f"{path!r} has no rows")
     x_name = "frames" if "frames" in rows[0] else "agent_steps"
-    if x_name not in rows[0] or "mean_return_100" not in rows[0]:
+    column = "iteration_mean_return" if "iteration_mean_return" in rows[0] else "mean_return_100"
+    if x_name not in rows[0] or column not in rows[0]:
         raise PlotError(f"{path!r}: expected the header frames,mean_return_100 or "
-                        "agent_steps,mean_return_100,eval_mean_score")
+                        "agent_steps,mean_return_100,eval_mean_score or "
+                        "agent_steps,iteration_mean_return")
     steps = np.array([int(r[x_name]) for r in rows], np.int64)
-    means = np.array([float(r["mean_return_100"]) for r in rows])
+    means = np.array([float(r[column]) for r in rows])
     evals = [(int(r[x_name]), float(r["eval_mean_score"])) for r in rows
              if r.get("eval_mean_score")]
     game = match["game"]
     env = f"MinAtar/{game}-v0" if x_name == "frames" else f"ALE/{game}-v5"
     preset = "minatar" if x_name == "frames" else "atari"
+    statistic = "iteration" if column == "iteration_mean_return" else "last100"
+    if statistic == "iteration":
+        preset = "dopamine"
     return Curve(game, env, int(match["seed"]), x_name, steps, means, evals,
                  settings=f"preset {preset}", end=int(steps[-1]), sampled=True,
-                 variant=os.path.basename(os.path.dirname(os.path.abspath(path))))
+                 variant=os.path.basename(os.path.dirname(os.path.abspath(path))),
+                 statistic=statistic)
 
 
 def read_input(path: str) -> Curve:
@@ -150,23 +192,34 @@ def read_input(path: str) -> Curve:
 
 
 def write_csv(curve: Curve, out_dir: str, every: int = 10_000) -> str:
-    """The curve sampled every `every` steps (see the module docstring); written atomically."""
+    """The curve sampled every `every` steps (an iteration curve: one row per iteration; see
+    the module docstring); written atomically."""
+    if curve.statistic == "iteration":
+        return _write_rows(out_dir, curve, [curve.x_name, "iteration_mean_return"],
+                           [[int(x), f"{v:.4f}"] for x, v in zip(curve.steps, curve.mean_100)])
     start = -(-int(curve.steps[0]) // every) * every
     xs = np.arange(start, max(curve.end, int(curve.steps[-1])) + 1, every, dtype=np.int64)
     values = curve.at(xs)
     evals = dict(curve.evals)
+    atari = curve.x_name == "agent_steps"
+    rows = []
+    for x, value in zip(xs, values):
+        row = [int(x), f"{value:.4f}"]
+        if atari:
+            row.append(f"{evals[int(x)]:.4f}" if int(x) in evals else "")
+        rows.append(row)
+    header = [curve.x_name, "mean_return_100"] + (["eval_mean_score"] if atari else [])
+    return _write_rows(out_dir, curve, header, rows)
+
+
+def _write_rows(out_dir: str, curve: Curve, header: List[str], rows: List[list]) -> str:
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{curve.game}-s{curve.seed}.csv")
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
-        atari = curve.x_name == "agent_steps"
-        writer.writerow([curve.x_name, "mean_return_100"] + (["eval_mean_score"] if atari else []))
-        for x, value in zip(xs, values):
-            row = [int(x), f"{value:.4f}"]
-            if atari:
-                row.append(f"{evals[int(x)]:.4f}" if int(x) in evals else "")
-            writer.writerow(row)
+        writer.writerow(header)
+        writer.writerows(rows)
     os.replace(tmp, path)
     return path
 
@@ -234,7 +287,8 @@ def plot(curves: List[Curve], out: str, references: List[dict], title: Optional[
                 xs = np.append(curve.steps, max(curve.end, int(curve.steps[-1])))
                 ax.plot(xs / unit, np.append(curve.mean_100, curve.mean_100[-1]), lw=1.0,
                         color=color, ls=style, label=f"{prefix}seed {curve.seed}",
-                        drawstyle="default" if curve.sampled else "steps-post")
+                        drawstyle="default" if curve.sampled else "steps-post",
+                        marker="o" if curve.statistic == "iteration" else None, ms=3)
                 if curve.evals:
                     ex, ey = zip(*curve.evals)
                     ax.plot(np.asarray(ex) / unit, ey, "o", ms=4, color=color, mfc="none",
@@ -247,6 +301,13 @@ def plot(curves: List[Curve], out: str, references: List[dict], title: Optional[
                 rx, ry = zip(*points)
                 ax.plot(np.asarray(rx) / unit, ry, "x", ms=8, mew=2, color=f"C{7 + j}",
                         label=reference.get("label", "reference"))
+            spans = [p for p in reference.get("runs", {}).get(game, []) if p[0] <= 1.05 * x_max]
+            if spans:  # the published runs' lowest to highest value at each point
+                sx, low, high = zip(*spans)
+                ax.fill_between(np.asarray(sx) / unit, low, high, color=f"C{7 + j}",
+                                alpha=0.2, lw=0, label=reference.get(
+                                    "runs_label", f"{reference.get('label', 'reference')}: "
+                                    "range of its runs"))
         env = runs[0].env
         if several:
             ax.set_title(f"{game} ({env}, {len(variants)} settings, {len(runs)} runs)",
@@ -256,7 +317,7 @@ def plot(curves: List[Curve], out: str, references: List[dict], title: Optional[
                          f"seed{'s' if len(runs) > 1 else ''})", fontsize=9)
         ax.set_xlabel("environment frames (millions)" if x_name == "frames"
                       else "agent steps (millions; 1 step = 4 frames)")
-        ax.set_ylabel("mean return, last 100 training games")
+        ax.set_ylabel(Y_LABELS[runs[0].statistic])
         ax.grid(alpha=0.3)
         # "best": where it hides the fewest points (curves of very different heights can
         # share a panel, so no fixed corner is always free)
@@ -270,6 +331,10 @@ def plot(curves: List[Curve], out: str, references: List[dict], title: Optional[
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, out)
+
+
+Y_LABELS = {"last100": "mean return, last 100 training games",
+            "iteration": "mean return of each iteration's training games"}
 
 
 def value_cell(value: float) -> str:
@@ -309,11 +374,14 @@ def table(curves: List[Curve], at: List[int], references: Optional[List[dict]] =
             for reference in references or []:
                 points = reference["games"].get(runs[0].game)
                 if points:
-                    values = [reference_at(points, x) for x in at]
+                    spans = {int(p[0]): p[1:] for p in reference.get("runs", {}).get(
+                        runs[0].game, [])}
+                    cells = [value_cell(reference_at(points, x))
+                             + (" ({:.2f}-{:.2f})".format(*spans[x]) if x in spans else "")
+                             for x in at]
                     lines.append("| " + " | ".join(
                         [f"{runs[0].game}: {reference.get('label', 'reference')}", "-"]
-                        + [value_cell(v) for v in values]
-                        + (["-"] if with_evals else [])) + " |")
+                        + cells + (["-"] if with_evals else [])) + " |")
     return "\n".join(lines)
 
 
@@ -328,7 +396,15 @@ def main(argv=None) -> int:
                         help="a JSON file of published values to mark (repeatable)")
     parser.add_argument("--title", help="a title above all panels")
     parser.add_argument("--table", help="print a markdown table of each run's mean return of "
-                        "the last 100 games at these steps, e.g. 500000,1000000")
+                        "the last 100 games (or --statistic) at these steps, e.g. "
+                        "500000,1000000; a reference's range of runs in brackets")
+    parser.add_argument("--statistic", choices=sorted(Y_LABELS), default="last100",
+                        help="last100: the mean return of the last 100 training games "
+                        "(default); iteration: Dopamine's, the mean return of the games of "
+                        "each --iteration-steps iteration")
+    parser.add_argument("--iteration-steps", type=int, default=250_000,
+                        help="agent steps per iteration of --statistic iteration (default: "
+                        "250000, Dopamine's)")
     args = parser.parse_args(argv)
     try:
         if not args.out and not args.csv_dir and not args.table:
@@ -341,7 +417,17 @@ def main(argv=None) -> int:
                 raise PlotError(f"--table expects comma-separated steps, got {args.table!r}")
         if args.every < 1:
             raise PlotError(f"--every must be a positive integer, got {args.every}")
+        if args.iteration_steps < 1:
+            raise PlotError(f"--iteration-steps must be a positive integer, got "
+                            f"{args.iteration_steps}")
         curves = [read_input(path) for path in args.inputs]
+        if args.statistic == "iteration":
+            curves = [c if c.statistic == "iteration"
+                      else iteration_curve(c, args.iteration_steps) for c in curves]
+        for path, curve in zip(args.inputs, curves):
+            if curve.statistic != args.statistic:
+                raise PlotError(f"{path!r} holds --statistic {curve.statistic}, not "
+                                f"{args.statistic} (give --statistic to match)")
         references = [read_reference(path) for path in args.reference]
         x_names = {c.x_name for c in curves}
         for path, reference in zip(args.reference, references):

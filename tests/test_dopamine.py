@@ -354,3 +354,52 @@ def test_dqn3_action_repeat_stops_at_a_lost_life_in_training_only(training):
             env.reset()
     assert short_steps > 0  # some life was lost before the 4th frame (the test can tell)
     env.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Dopamine's statistic in plot.py
+
+
+def _fake_run(run_dir, games):
+    """A run directory with the given (step, score) games, reaching the last game's step."""
+    import json
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps(
+        {"env": "ALE/Breakout-v5", "seed": 3, "preset": "dopamine"}))
+    (run_dir / "metrics.jsonl").write_text("".join(
+        json.dumps({"type": "game", "step": step, "score": score, "length": 100}) + "\n"
+        for step, score in games))
+
+
+def test_plot_computes_dopamines_iteration_statistic(tmp_path):
+    import subprocess
+    # iteration 1 (0, 250k]: games 2, 4 (the one at exactly 250k too); iteration 2: 10, 20;
+    # iteration 3 is not complete (the run stopped at 600k), so it has no point
+    _fake_run(tmp_path / "run", [(1_000, 2.0), (250_000, 4.0), (250_001, 10.0),
+                                 (400_000, 20.0), (600_000, 99.0)])
+    out_dir, png = tmp_path / "curves", tmp_path / "curves.png"
+    reference = str(REPO / "docs/results/atari/dopamine_dqn_breakout.json")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "python" / "plot.py"), str(tmp_path / "run"),
+         "--statistic", "iteration", "--csv-dir", str(out_dir), "--out", str(png),
+         "--reference", reference, "--table", "250000,500000"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    csv_text = (out_dir / "Breakout-s3.csv").read_text()
+    assert csv_text == "agent_steps,iteration_mean_return\n250000,3.0000\n500000,15.0000\n"
+    assert png.stat().st_size > 10_000
+    rows = result.stdout.strip().splitlines()
+    assert rows[-2] == "| Breakout | 3 | 3.00 | 15.00 |"
+    # Dopamine's mean of 5 runs, then their lowest-highest, from the committed JSON
+    assert rows[-1] == ("| Breakout: Dopamine DQN (mean of 5 runs) | - | 1.64 (1.57-1.70) | "
+                        "3.06 (2.83-3.27) |")
+    # the written curve file reads back as the same statistic; the other one is refused
+    again = subprocess.run(
+        [sys.executable, str(REPO / "python" / "plot.py"), str(out_dir / "Breakout-s3.csv"),
+         "--table", "500000"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "holds --statistic iteration, not last100" in again.stderr
+    again = subprocess.run(
+        [sys.executable, str(REPO / "python" / "plot.py"), str(out_dir / "Breakout-s3.csv"),
+         "--statistic", "iteration", "--table", "500000"],
+        capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "| Breakout | 3 | 15.00 |" in again.stdout

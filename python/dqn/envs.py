@@ -132,8 +132,9 @@ class DQN3Atari(gym.Wrapper):
 
     With terminal_on_life_loss (training), losing a life ends the action repeat at that frame
     and sets terminated=True but the game is NOT reset: the following reset() plays only the
-    no-op frames and continues the same game (lives, score and emulator state kept). reset() starts a new game when the game is over,
-    on the first call, when given a seed, or with options={"new_game": True}.
+    no-op frames and continues the same game (lives, score and emulator state kept). reset()
+    starts a new game when the game is over, on the first call, when given a seed, or with
+    options={"new_game": True}.
     """
 
     def __init__(self, env: gym.Env, *, actrep: int = 4, random_starts: int = 30,
