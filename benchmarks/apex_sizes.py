@@ -1,5 +1,6 @@
-"""Bytes on the wire in Ape-X (python/dqn/apex.py): per transition an actor sends, per weight
-sync, per minibatch the learner pulls. Sizes, not times: the same on every machine.
+"""Bytes on the wire in Ape-X (python/tfdqn_trainer/distributed.py): per transition an actor
+sends, per weight sync, per minibatch the learner pulls. Sizes, not times: the same on every
+machine.
 
     python benchmarks/apex_sizes.py            # Pong (Atari 84x84) and MinAtar Breakout
 
@@ -15,12 +16,10 @@ for batch 32 (s and s2 with their history, a, r, term, discount, index, weight).
 import argparse
 import os
 import pickle
-import sys
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "python"))
 
 GAMES = {
     # name: (env id, preset flags, frame shape, history)
@@ -59,10 +58,10 @@ def minibatch_bytes(frame_shape, history: int, batch: int = 32) -> int:
 
 
 def weight_bytes(env_id: str, flags) -> tuple:
-    from dqn.quiet_tf import import_tensorflow
+    from tfdqn_trainer.quiet_tf import import_tensorflow
     import_tensorflow()
-    from dqn import config as config_lib
-    from dqn.build import make_pool, network_factory
+    from tfdqn_trainer import config as config_lib
+    from tfdqn_trainer.build import make_pool, network_factory
     cfg, _ = config_lib.parse_args(["--env", env_id, *flags])
     pool = make_pool(cfg, 1, training=True)
     _, _, build = network_factory(cfg, pool)

@@ -29,13 +29,11 @@ scale; docs/SCALING.md projects past this machine from the per-part figures.
 import argparse
 import os
 import platform
-import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 APEX = os.path.join(REPO, "python", "apex.py")
-sys.path.insert(0, HERE)
 from _machine import cpu_name  # noqa: E402
 from bench_train import metrics, run_train  # noqa: E402
 

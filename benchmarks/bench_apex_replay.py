@@ -1,5 +1,5 @@
 """How much one Ape-X replay server takes in and gives out: the figure that decides when to
-shard it (python/dqn/apex.py).
+shard it (python/tfdqn_trainer/distributed.py).
 
     python benchmarks/bench_apex_replay.py            # 84x84 frames, Ray on this machine
     python benchmarks/bench_apex_replay.py --frame-shape 10 10 4 --history 1   # MinAtar's
@@ -22,7 +22,6 @@ import numpy as np
 import ray
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "python"))
 
 
 @ray.remote(num_cpus=0)
@@ -58,8 +57,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     shape = tuple(args.frame_shape)
 
-    import apex as apex_cli  # python/apex.py: the workers' runtime environment
-    from dqn.apex import ReplayServer
+    from tfdqn_trainer.commands import apex as apex_cli  # the workers' runtime environment
+    from tfdqn_trainer.apex import ReplayServer
     from _machine import cpu_name
 
     ray.init(num_cpus=args.senders + 1, include_dashboard=False, log_to_driver=False,

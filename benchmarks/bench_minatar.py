@@ -26,11 +26,9 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 from _machine import cpu_name  # noqa: E402
 from bench_train import metrics, run_train, sb3_learn_timed  # noqa: E402
 from sb3_minatar import make_dqn  # noqa: E402

@@ -1,6 +1,6 @@
 """The trainer's update step in float32, mixed_bfloat16 and mixed_float16, on this machine.
 
-The update exactly as python/train.py runs it (dqn.agent.Agent with the networks of
+The update exactly as python/train.py runs it (tfdqn_trainer.agent.Agent with the networks of
 dqn.networks: sampling excluded), for the Nature network (DQN 3.0: batch 32, 4x84x84 uint8
 frames, centered RMSprop) and the MinAtar network (batch 32, 10x10x4 planes, PyTorch-style
 centered RMSprop, mean loss). Precisions are timed in interleaved rounds so drifts of the
@@ -13,21 +13,18 @@ and the speed-up over float32.
 
 import argparse
 import os
-import pathlib
 import statistics
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "python"))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from _machine import cpu_name  # noqa: E402
-from dqn import agent as agent_lib  # noqa: E402
-from dqn import networks  # noqa: E402
-from dqn.config import PRECISIONS  # noqa: E402
+from tfdqn_trainer import agent as agent_lib  # noqa: E402
+from tfdqn_trainer import networks  # noqa: E402
+from tfdqn_trainer.config import PRECISIONS  # noqa: E402
 # network kind -> (state shape without the batch, actions, optimizer, loss reduction)
 SETTINGS = {"nature": ((4, 84, 84), 6, "rmsprop", "sum"),
             "minatar": ((1, 10, 10, 4), 6, "rmsprop-torch", "mean")}

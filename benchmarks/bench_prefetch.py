@@ -1,7 +1,7 @@
 """What the trainer's fused next-action forward pass saves, on this machine.
 
 python/train.py's learner runs the last update before an action selection and Q of the
-states the actor is about to act on in one call (dqn.trainer.Learner.learn's next_states;
+states the actor is about to act on in one call (tfdqn_trainer.trainer.Learner.learn's next_states;
 Agent.update(..., next_states=...)), instead of an update call followed by the actor's own
 forward call (Agent.q_values). Both give the same Q (the updated weights). This times the
 two ways interleaved, per update, for the Nature network (DQN 3.0: one update every 4 agent
@@ -13,13 +13,10 @@ steps) and the MinAtar network (one update per frame), one environment acting:
 
 import argparse
 import os
-import pathlib
 import statistics
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "python"))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -43,7 +43,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 TRAIN = os.path.join(REPO, "python", "train.py")
-sys.path.insert(0, HERE)
 from _machine import cpu_name, keep_tensorflow_out  # noqa: E402
 
 PONG_LEARN_START = 2_000

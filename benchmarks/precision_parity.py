@@ -20,9 +20,8 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TRAIN = str(REPO / "python" / "train.py")
-sys.path.insert(0, str(REPO / "python"))
 
-from dqn.config import PRECISIONS  # noqa: E402  (TF-free)
+from tfdqn_trainer.config import PRECISIONS  # noqa: E402  (TF-free)
 
 
 def run(precision, seed, steps, target, root):

@@ -36,17 +36,16 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfdqn_ops  # noqa: E402
 
-from dqn import config as config_lib  # noqa: E402
-from dqn.build import make_agent, make_pool  # noqa: E402
-from dqn.envs import derive_seed  # noqa: E402
-from dqn.trainer import Actor, Learner, PhaseTimes  # noqa: E402
+from tfdqn_trainer import config as config_lib  # noqa: E402
+from tfdqn_trainer.build import make_agent, make_pool  # noqa: E402
+from tfdqn_trainer.envs import derive_seed  # noqa: E402
+from tfdqn_trainer.trainer import Actor, Learner, PhaseTimes  # noqa: E402
 from tfdqn_ops import ReplayMemory  # noqa: E402
 
 EPSILON = 0.01  # DQN 3.0's RMSprop epsilon (inside the root)

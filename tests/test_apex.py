@@ -1,12 +1,11 @@
-"""Ape-X on Ray (python/apex.py, python/dqn/apex.py) with one local Ray instance shared by
-the module (ray.init(num_cpus=2); starting Ray takes seconds): the actors' initial
+"""Ape-X on Ray (tfdqn_trainer/commands/apex.py and distributed.py) with one local Ray instance
+shared by the module (ray.init(num_cpus=2); starting Ray takes seconds): the actors' initial
 priorities, CartPole learning with two actors, an actor killed mid-run, resume."""
 
 import json
 import os
 import pathlib
 import signal
-import sys
 import threading
 import time
 
@@ -17,11 +16,10 @@ ray = pytest.importorskip("ray", reason="Ape-X needs ray (pip install '.[distrib
 pytest.importorskip("gymnasium", reason="the trainer needs gymnasium (pip install .[atari])")
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "python"))
 
-import apex  # noqa: E402  (python/apex.py)
-from dqn import apex as apex_lib  # noqa: E402
-from dqn import checkpoint  # noqa: E402
+from tfdqn_trainer.commands import apex  # noqa: E402
+from tfdqn_trainer import distributed  # noqa: E402
+from tfdqn_trainer import checkpoint  # noqa: E402
 from apex_helpers import actor_places  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -41,16 +39,16 @@ def read_metrics(run_dir, kind):
 
 
 def test_apex_epsilons():
-    eps = [apex_lib.apex_epsilon(i, 8) for i in range(8)]
+    eps = [distributed.apex_epsilon(i, 8) for i in range(8)]
     assert eps[0] == pytest.approx(0.4) and eps[-1] == pytest.approx(0.4 ** 8)
     assert all(a > b for a, b in zip(eps, eps[1:]))
-    assert apex_lib.apex_epsilon(0, 1) == 0.4
+    assert distributed.apex_epsilon(0, 1) == 0.4
 
 
 def test_actor_priorities_are_the_n_step_td_errors():
     """Entries with Q rows; the priorities of the transitions they complete, written out."""
     gamma, n = 0.9, 3
-    p = apex_lib.StreamPriorities(n, gamma, 1e-6, first_sequence=10)
+    p = distributed.StreamPriorities(n, gamma, 1e-6, first_sequence=10)
     rng = np.random.default_rng(0)
     q = rng.normal(size=(8, 2))
     actions = [0, 1, 1, 0, 1, 0, 0, 1]

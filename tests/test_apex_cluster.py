@@ -4,7 +4,6 @@ the actors placed on both, one node removed mid-run; the run completes."""
 import json
 import os
 import pathlib
-import sys
 import threading
 import time
 
@@ -14,9 +13,8 @@ ray = pytest.importorskip("ray", reason="Ape-X needs ray (pip install '.[distrib
 pytest.importorskip("gymnasium", reason="the trainer needs gymnasium (pip install .[atari])")
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "python"))
 
-import apex  # noqa: E402
+from tfdqn_trainer.commands import apex  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -19,10 +19,9 @@ cv2 = pytest.importorskip("cv2", reason="the trainer needs opencv-python-headles
 import tensorflow as tf  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "python"))
 
-from dqn import agent as agent_lib  # noqa: E402
-from dqn import config, envs, networks  # noqa: E402
+from tfdqn_trainer import agent as agent_lib  # noqa: E402
+from tfdqn_trainer import config, envs, networks  # noqa: E402
 
 # Every setting of the preset and where Dopamine sets it (paths in google/dopamine).
 DQN_GIN = "dopamine/agents/dqn/configs/dqn.gin"

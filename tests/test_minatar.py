@@ -22,10 +22,9 @@ import tensorflow as tf  # noqa: E402
 from tfdqn_ops import ReplayMemory  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "python"))
 
-from dqn import agent as agent_lib  # noqa: E402
-from dqn import config, envs, networks  # noqa: E402
+from tfdqn_trainer import agent as agent_lib  # noqa: E402
+from tfdqn_trainer import config, envs, networks  # noqa: E402
 
 TRAIN = str(REPO / "python" / "train.py")
 PLOT = str(REPO / "python" / "plot.py")
@@ -407,8 +406,7 @@ def test_plot_tells_settings_apart(tmp_path):
     assert os.path.getsize(out) > 10_000
     assert "| Breakout (nstep3-per) | 1, 2 | 5.50 (5.00 / 6.00) |" in result.stdout
     assert "| Breakout (plain) | 1, 2 | 3.00 (2.50 / 3.50) |" in result.stdout
-    sys.path.insert(0, str(REPO / "python"))
-    import plot
+    from tfdqn_trainer.commands import plot
     assert plot.run_variant({"n_step": 3, "prioritized": True, "preset": "minatar"}) == \
         "n-step 3, prioritized"
     assert plot.run_variant({"n_step": 1, "preset": "minatar"}) == "preset minatar"
@@ -445,8 +443,7 @@ def test_plot_table_puts_published_values_under_each_game(tmp_path):
 def test_committed_paper_values_are_the_figures_four_games():
     """docs/results/minatar_paper_dqn.json (the paper's DQN curve read off its figure) reads
     as a reference: four games (no Seaquest), against frames, every 100,000 from 0 to 5M."""
-    sys.path.insert(0, str(REPO / "python"))
-    import plot
+    from tfdqn_trainer.commands import plot
     paper = plot.read_reference(str(REPO / "docs/results/minatar_paper_dqn.json"))
     assert paper["x"] == "frames" and "source" in paper
     assert sorted(paper["games"]) == ["Asterix", "Breakout", "Freeway", "SpaceInvaders"]

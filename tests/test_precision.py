@@ -15,10 +15,9 @@ pytest.importorskip("gymnasium", reason="the trainer needs gymnasium (pip instal
 import tensorflow as tf  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "python"))
 
-from dqn import agent as agent_lib  # noqa: E402
-from dqn import checkpoint, networks  # noqa: E402
+from tfdqn_trainer import agent as agent_lib  # noqa: E402
+from tfdqn_trainer import checkpoint, networks  # noqa: E402
 
 TRAIN = str(REPO / "python" / "train.py")
 MIXED = ("mixed_bfloat16", "mixed_float16")

@@ -19,11 +19,10 @@ pytest.importorskip("gymnasium", reason="the trainer needs gymnasium (pip instal
 import tensorflow as tf  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "python"))
 
-from dqn import agent as agent_lib  # noqa: E402
-from dqn import checkpoint, config, networks  # noqa: E402
-from dqn import trainer as trainer_lib  # noqa: E402
+from tfdqn_trainer import agent as agent_lib  # noqa: E402
+from tfdqn_trainer import checkpoint, config, networks  # noqa: E402
+from tfdqn_trainer import trainer as trainer_lib  # noqa: E402
 
 TRAIN = str(REPO / "python" / "train.py")
 

@@ -10,10 +10,9 @@ import sys
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "python"))
 
-from dqn import quiet_tf  # noqa: E402
-from dqn.logger import EtaEstimator, multiples_in  # noqa: E402
+from tfdqn_trainer import quiet_tf  # noqa: E402
+from tfdqn_trainer.logger import EtaEstimator, multiples_in  # noqa: E402
 
 
 def test_multiples_in():
@@ -57,14 +56,14 @@ def test_filtered_stderr_drops_only_matching_lines(tmp_path):
     """fd-level: C++ writes to fd 2, so the filter must work below sys.stderr."""
     script = (
         "import os, re, sys\n"
-        f"sys.path.insert(0, {str(REPO / 'python')!r})\n"
-        "from dqn.quiet_tf import filtered_stderr\n"
+        "from tfdqn_trainer.quiet_tf import filtered_stderr\n"
         "with filtered_stderr(re.compile('noise')):\n"
         "    os.write(2, b'keep one\\nnoise here\\n')\n"
         "    print('keep two', file=sys.stderr)\n"
         "os.write(2, b'noise after\\n')\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO / "python"))  # the source trainer
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=60)
+                            env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == ["keep one", "keep two", "noise after"]
 

@@ -17,7 +17,6 @@ import pytest
 from tfdqn_ops import ReplayMemory
 
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 from replay_reference import ReferenceReplay, Xoshiro256, build_state, xxh64  # noqa: E402
 
 SHAPE = (7, 5)

@@ -1,4 +1,4 @@
-"""The trainer (python/train.py, python/evaluate.py, python/dqn/): schedules, acting, the
+"""The trainer (python/train.py, python/evaluate.py, python/tfdqn_trainer/): schedules, acting, the
 update, the Atari wrapper, bad input, and whole runs (Pong smoke + exact resume, crash and
 signal safety, CartPole learning).
 
@@ -24,12 +24,11 @@ pytest.importorskip("cv2", reason="the trainer needs opencv-python-headless")
 import tensorflow as tf  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "python"))
 
-from dqn import agent as agent_lib  # noqa: E402
-from dqn import checkpoint, config, envs, networks  # noqa: E402
-from dqn import trainer as trainer_lib  # noqa: E402
-from dqn.build import make_pool  # noqa: E402
+from tfdqn_trainer import agent as agent_lib  # noqa: E402
+from tfdqn_trainer import checkpoint, config, envs, networks  # noqa: E402
+from tfdqn_trainer import trainer as trainer_lib  # noqa: E402
+from tfdqn_trainer.build import make_pool  # noqa: E402
 from tfdqn_ops import ReplayMemory  # noqa: E402
 
 TRAIN = str(REPO / "python" / "train.py")
@@ -435,7 +434,7 @@ def test_earlier_pickle_checkpoints_are_refused_without_running_code(tmp_path):
 
 
 def test_plain_state_round_trips_values_and_environments():
-    from dqn import plain_state
+    from tfdqn_trainer import plain_state
     value = {"tuple": (1, 2.5, None), "bytes": b"\x00\xff", "big": 2 ** 100,
              "array": np.arange(6, dtype=np.uint8).reshape(2, 3), "scalar": np.float32(1.5),
              "nested": [{"generator": np.random.default_rng(3).bit_generator.state}]}
@@ -529,7 +528,7 @@ def test_explicit_flags_override_the_preset():
 
 
 # ---------------------------------------------------------------------------------------------
-# The trainer's parts (python/dqn/trainer.py)
+# The trainer's parts (python/tfdqn_trainer/trainer.py)
 
 
 def _classic(**overrides):
@@ -837,8 +836,7 @@ def test_sigterm_saves_and_kill_during_save_keeps_the_previous_checkpoint(tmp_pa
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(
         "import os, signal, sys\n"
-        f"sys.path.insert(0, {str(REPO / 'python')!r})\n"
-        "from dqn import checkpoint\n"
+        "from tfdqn_trainer import checkpoint\n"
         "_save_atomic = checkpoint._save_atomic\n"
         "def _die_before_rename(root, name, prefix, write):\n"
         "    def write_then_die(tmp):\n"
@@ -846,7 +844,10 @@ def test_sigterm_saves_and_kill_during_save_keeps_the_previous_checkpoint(tmp_pa
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return _save_atomic(root, name, prefix, write_then_die)\n"
         "checkpoint._save_atomic = _die_before_rename\n")
-    path = os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")]))
+    # (site imports sitecustomize before the script's directory is on the path: the source
+    # trainer comes from PYTHONPATH, so that hook and run patch and use the same module)
+    path = os.pathsep.join(filter(None, [str(hooks), str(REPO / "python"),
+                                         os.environ.get("PYTHONPATH")]))
     crash = run(["--resume", run_dir, "--steps", str(stopped_at + 400), "--save-freq", "200"],
                 cwd=tmp_path, env_extra={"PYTHONPATH": path})
     assert crash.returncode == -signal.SIGKILL

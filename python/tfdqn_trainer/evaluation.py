@@ -11,8 +11,8 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from tfdqn_ops import ReplayMemory
-from dqn.agent import select_actions
-from dqn.envs import EnvPool
+from tfdqn_trainer.agent import select_actions
+from tfdqn_trainer.envs import EnvPool
 
 
 @dataclass

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfdqn_ops
-from dqn import networks
+from tfdqn_trainer import networks
 
 
 # --------------------------------------------------------------------------------------------

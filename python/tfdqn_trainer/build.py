@@ -6,10 +6,10 @@ from typing import Callable, Tuple
 import keras
 import tensorflow as tf
 
-from dqn import agent as agent_lib
-from dqn import envs as envs_lib
-from dqn import networks
-from dqn.config import Config
+from tfdqn_trainer import agent as agent_lib
+from tfdqn_trainer import envs as envs_lib
+from tfdqn_trainer import networks
+from tfdqn_trainer.config import Config
 
 
 def make_pool(cfg: Config, count: int, *, training: bool,

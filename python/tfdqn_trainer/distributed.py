@@ -46,7 +46,7 @@ def apex_epsilon(index: int, num_actors: int, base: float = 0.4, alpha: float = 
 
 
 def _import_tensorflow(threads: int):
-    from dqn.quiet_tf import import_tensorflow
+    from tfdqn_trainer.quiet_tf import import_tensorflow
     tf = import_tensorflow()
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -57,7 +57,7 @@ def _import_tensorflow(threads: int):
 
 
 def _config(cfg_json: str):
-    from dqn import config as config_lib
+    from tfdqn_trainer import config as config_lib
     return config_lib.config_from_dict(json.loads(cfg_json))
 
 
@@ -193,8 +193,8 @@ class ParameterServer:
 
 def _network(cfg):
     """(pool, q function, model) for cfg: the acting network of a worker."""
-    from dqn.build import make_pool, network_factory
-    from dqn import networks
+    from tfdqn_trainer.build import make_pool, network_factory
+    from tfdqn_trainer import networks
     pool = make_pool(cfg, cfg.num_envs, training=True)
     _, spec, build = network_factory(cfg, pool)
     model = build()
@@ -210,8 +210,8 @@ class ActorWorker:
                  priority_epsilon: float, max_steps_per_update: float = 0.0):
         _import_tensorflow(_ACTOR_THREADS)
         from tfdqn_ops import ReplayMemory
-        from dqn import envs as envs_lib
-        from dqn import trainer as trainer_lib
+        from tfdqn_trainer import envs as envs_lib
+        from tfdqn_trainer import trainer as trainer_lib
 
         cfg = _config(cfg_json)
         self.cfg, self.index, self.replay, self.params = cfg, index, replay, params
@@ -345,8 +345,8 @@ class EvalWorker:
 
     def __init__(self, cfg_json: str):
         _import_tensorflow(_ACTOR_THREADS)
-        from dqn.build import make_pool, network_factory
-        from dqn import networks
+        from tfdqn_trainer.build import make_pool, network_factory
+        from tfdqn_trainer import networks
         cfg = _config(cfg_json)
         self.cfg = cfg
         self.pool = make_pool(cfg, cfg.eval_envs, training=False)
@@ -355,8 +355,8 @@ class EvalWorker:
         self.q = networks.compile_q(self.model, spec, jit_compile=cfg.jit_act)
 
     def evaluate(self, boxed_ref: list, index: int) -> dict:
-        from dqn.envs import derive_seed as seed
-        from dqn.evaluation import evaluate
+        from tfdqn_trainer.envs import derive_seed as seed
+        from tfdqn_trainer.evaluation import evaluate
         cfg = self.cfg
         self.model.set_weights(ray.get(boxed_ref[0]))
         result = evaluate(self.q, self.pool, cfg.hist_len, epsilon=cfg.eval_ep,

@@ -25,11 +25,11 @@ from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from dqn import agent as agent_lib
-from dqn import checkpoint
-from dqn.config import Config
-from dqn.envs import EnvPool, derive_seed
-from dqn.evaluation import evaluate
+from tfdqn_trainer import agent as agent_lib
+from tfdqn_trainer import checkpoint
+from tfdqn_trainer.config import Config
+from tfdqn_trainer.envs import EnvPool, derive_seed
+from tfdqn_trainer.evaluation import evaluate
 
 RECENT_GAMES = 100  # the moving average of training returns the progress line shows
 

@@ -15,7 +15,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from dqn.config import PRECISIONS
+from tfdqn_trainer.config import PRECISIONS
 
 
 def torch7_uniform(fan_in: int) -> keras.initializers.Initializer:

@@ -32,7 +32,7 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-from dqn import plain_state
+from tfdqn_trainer import plain_state
 
 PREFIX = "ckpt-"
 BEST_PREFIX = "best-"

@@ -25,8 +25,8 @@ from typing import List, Optional, Sequence, Tuple
 import gymnasium as gym
 import numpy as np
 
-from dqn import plain_state
-from dqn.config import Config, ConfigError
+from tfdqn_trainer import plain_state
+from tfdqn_trainer.config import Config, ConfigError
 
 # Torch7 image.rgb2y (ITU-R BT.601 luma), which DQN 3.0's preprocessing applies.
 LUMINANCE = (0.299, 0.587, 0.114)

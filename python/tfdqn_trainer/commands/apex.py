@@ -1,0 +1,353 @@
+"""Ape-X-style distributed DQN on Ray: N actor processes, one prioritized n-step replay, one
+learner (this process). The parts are in python/tfdqn_trainer/distributed.py.
+
+    python python/apex.py --preset classic --env CartPole-v1 --actors 2   # Ray on this machine
+    ray start --head                                        # on one machine of a cluster
+    ray start --address=HEAD_IP:6379                        # on each of the others
+    python python/apex.py --ray-address auto --actors 16 ...  # on a machine of the cluster
+
+Flags mean what they mean in train.py (see `python python/train.py --help`), with these
+differences: --steps counts the agent steps of all actors together; --num-envs is per
+actor; --learn-start is the number of transitions in the replay before learning starts;
+the target network is copied every --target-q / --update-freq learner updates (DQN 3.0's
+10,000 / 4 = 2,500, Ape-X's figure); sampling is always prioritized (--priority-exponent,
+--importance-exponent rising to 1 at --steps, --priority-epsilon,
+--importance-normalization); --ep-* do not apply
+(actor i explores at 0.4^(1 + 7 i / (N - 1))). Its own flags: --actors, --ray-address,
+--send-every, --max-in-flight, --weights-every, --weights-poll, --max-steps-per-update.
+
+Exit codes: 0 finished, or stopped by SIGINT/SIGTERM after saving a checkpoint; 2 bad input.
+"""
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tfdqn_trainer import checkpoint  # noqa: E402
+from tfdqn_trainer import config as config_lib  # noqa: E402
+from tfdqn_trainer.config import ConfigError  # noqa: E402
+from tfdqn_trainer.stop_request import StopRequest  # noqa: E402
+
+PROG = "apex.py"
+
+
+def build_apex_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--actors", type=int, default=2, help="actor processes (default: 2)")
+    p.add_argument("--ray-address", default=None,
+                   help="join this Ray cluster ('auto' or HOST:PORT); default: start Ray on "
+                        "this machine")
+    p.add_argument("--send-every", type=int, default=50,
+                   help="agent steps an actor collects before sending them (default: 50)")
+    p.add_argument("--max-in-flight", type=int, default=4,
+                   help="sends an actor may have outstanding (default: 4)")
+    p.add_argument("--weights-every", type=int, default=50,
+                   help="learner updates between weight publications (default: 50)")
+    p.add_argument("--weights-poll", type=int, default=400,
+                   help="agent steps between an actor's weight fetches (default: 400)")
+    p.add_argument("--max-steps-per-update", type=float, default=0.0,
+                   help="rate limit: once learning starts, the actors together run at most "
+                        "this many agent steps per learner update (DQN 3.0 runs 4); 0: no "
+                        "limit, as Ape-X (default: 0)")
+    return p
+
+
+def parse(argv=None):
+    """(Config, apex options) from the command line, or ConfigError."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        build_apex_parser().print_help()
+        config_lib.build_parser(PROG).print_help()
+        sys.exit(0)
+    apex, rest = build_apex_parser().parse_known_args(argv)
+    cfg, explicit = config_lib.parse_args(rest)
+    if cfg.resume:
+        cfg = config_lib.resume_config(cfg.resume, explicit)
+        if checkpoint.latest(cfg.resume) is None:
+            raise ConfigError(f"--resume {cfg.resume!r} has no complete checkpoint")
+    cfg.prioritized = True
+    config_lib.validate(cfg)
+    for name in ("actors", "send_every", "max_in_flight", "weights_every", "weights_poll"):
+        if getattr(apex, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got "
+                              f"{getattr(apex, name)}")
+    if not apex.max_steps_per_update >= 0:
+        raise ConfigError(f"--max-steps-per-update must be >= 0, got {apex.max_steps_per_update}")
+    if apex.ray_address not in (None, "auto"):
+        check_reachable(apex.ray_address)
+    if cfg.run_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        cfg.run_dir = os.path.join("runs", f"apex-{cfg.env.replace('/', '-')}-s{cfg.seed}-{stamp}")
+    elif not cfg.resume and os.path.isfile(os.path.join(cfg.run_dir, "config.json")):
+        raise ConfigError(f"--run-dir {cfg.run_dir!r} already holds a run: continue it with "
+                          f"--resume {cfg.run_dir}, or choose another --run-dir")
+    return cfg, apex
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A HOST:PORT that nothing answers at is refused in seconds (ray.init would wait)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address {address!r}: expected 'auto' or HOST:PORT")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        raise ConfigError(f"--ray-address {address!r}: no Ray cluster answers there ({e}); "
+                          "start one with `ray start --head`") from None
+
+
+class ReplayProxy:
+    """What checkpoint.save needs of a replay memory, for the replay server."""
+
+    def __init__(self, server):
+        self.server = server
+
+    def save(self, path: str) -> None:
+        import ray
+        ray.get(self.server.save.remote(path))
+
+
+def runtime_env() -> dict:
+    """What Ray's worker processes need besides an installed tfdqn_ops: the directory that
+    holds the trainer package this process imported (python/ of a checkout, or a copy of the
+    installed package in a temporary directory), shipped by Ray to every node as the
+    workers' working directory, so that workers run the driver's code. (Without a working_dir
+    Ray puts the driver's current directory on the workers' path, and from the repository
+    root they would import the unbuilt tfdqn_ops source tree.)"""
+    import shutil
+    import tempfile
+
+    import tfdqn_trainer
+    package = os.path.dirname(os.path.abspath(tfdqn_trainer.__file__))
+    home = os.path.dirname(package)
+    if os.path.basename(home) != "python":  # installed: ship the package alone, not
+        home = tempfile.mkdtemp(prefix="tfdqn-ray-")  # all of site-packages
+        shutil.copytree(package, os.path.join(home, "tfdqn_trainer"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    return {"working_dir": home, "excludes": ["__pycache__"],
+            "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}}
+
+
+def start_ray(apex, cfg):
+    """Joins the given cluster, or starts Ray here with a bounded object store. Returns
+    whether this process started it (and so must shut it down)."""
+    import ray
+    if ray.is_initialized():
+        return False
+    kwargs = dict(include_dashboard=False, log_to_driver=False, runtime_env=runtime_env())
+    if apex.ray_address is None:
+        # Logical CPUs: every actor gets one, whatever the machine has (they share its cores
+        # with the replay server, the evaluator and the learner, this process).
+        kwargs.update(num_cpus=max(os.cpu_count() or 1, apex.actors),
+                      object_store_memory=min(2 << 30, max(256 << 20,
+                                                           cfg.replay_memory * 64)))
+    else:
+        kwargs["address"] = apex.ray_address
+    ray.init(**kwargs)
+    return True
+
+
+def main(argv=None) -> int:
+    try:
+        cfg, apex = parse(argv)
+    except ConfigError as e:
+        config_lib.fail(str(e), prog=PROG)
+
+    from tfdqn_trainer.quiet_tf import import_tensorflow
+    import_tensorflow()
+    import numpy as np
+    import ray
+
+    from tfdqn_trainer import distributed
+    from tfdqn_trainer.build import make_agent, make_pool
+    from tfdqn_trainer.envs import derive_seed as seed
+    from tfdqn_trainer.logger import EtaEstimator, RunLogger, truncate_metrics
+    from tfdqn_trainer.trainer import TrainerState, crossed, importance_weights
+
+    try:
+        started_ray = start_ray(apex, cfg)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        config_lib.fail(f"--ray-address {apex.ray_address!r}: {e}", prog=PROG)
+    stop = StopRequest()
+    cfg_json = json.dumps(json.loads(config_lib.config_to_json(cfg)))
+    probe = make_pool(cfg, 1, training=True)  # the observation and action spaces
+    codec = probe.codec
+    _, agent = make_agent(cfg, probe)
+    probe.close()
+    streams = apex.actors * cfg.num_envs
+    # The replay server, the parameter server and the evaluator run on the learner's node
+    # (the learner pulls a minibatch of frames from the replay for every update) and ask
+    # for no CPU: Ray counts CPUs to place work, and the actors (one CPU each) are what
+    # should spread over a cluster.
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    here = dict(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+        ray.get_runtime_context().get_node_id(), soft=False))
+    replay = distributed.ReplayServer.options(**here).remote(
+        cfg.replay_memory, codec.frame_shape, cfg.hist_len, streams, seed(cfg.seed, 3), cfg.n_step,
+        cfg.discount, cfg.priority_exponent)
+    params = distributed.ParameterServer.options(**here).remote()
+    os.makedirs(cfg.run_dir, exist_ok=True)
+    checkpoint.write_json_atomic(os.path.join(cfg.run_dir, "config.json"),
+                                 config_lib.config_to_json(cfg))
+    state = TrainerState()
+    version = 0
+    if cfg.resume:
+        path = checkpoint.latest(cfg.run_dir)
+        agent.read(checkpoint.agent_prefix(path))
+        ray.get(replay.load.remote(checkpoint.replay_path(path)))
+        saved = checkpoint.load_trainer_state(path)
+        state = TrainerState.from_dict(saved["trainer"])
+        version = saved["version"]
+        ray.get(replay.set_received.remote(state.step))
+        truncate_metrics(cfg.run_dir, state.step)
+        print(f"resuming {cfg.run_dir} from step {state.step:,} ({path})", flush=True)
+
+    def publish() -> None:
+        nonlocal version
+        version += 1
+        ray.get(params.set.remote(version, [ray.put(agent.online.get_weights())]))
+
+    publish()
+    # Named (apex-actor-<i>-<run token>) so that tools and tests can find them.
+    token = os.urandom(4).hex()
+    # max_concurrency 2: run() never returns, and where() must still be answerable.
+    workers = [distributed.ActorWorker.options(num_cpus=1, max_restarts=-1, max_concurrency=2,
+                                            name=f"apex-actor-{i}-{token}").remote(
+        cfg_json, i, apex.actors, replay, params, apex.send_every, apex.max_in_flight,
+        apex.weights_poll, cfg.priority_epsilon, apex.max_steps_per_update)
+        for i in range(apex.actors)]
+    running = {w.run.remote(): i for i, w in enumerate(workers)}
+    evaluator = distributed.EvalWorker.options(**here).remote(cfg_json) \
+        if cfg.eval_freq else None
+    pending_eval = None
+    log = RunLogger(cfg.run_dir, cfg.steps, state.step,
+                    eta=EtaEstimator(cfg.steps, learn_start=cfg.learn_start,
+                                     eval_freq=cfg.eval_freq, save_freq=cfg.save_freq))
+    print(f"Ape-X on Ray: {apex.actors} actors x {cfg.num_envs} envs of {cfg.env}, replay "
+          f"{cfg.replay_memory:,}, n-step {cfg.n_step}; run dir {cfg.run_dir}", flush=True)
+
+    copy_every = max(1, cfg.target_q // cfg.update_freq)
+    samples = []  # sample requests in flight: the learner never waits for one it could ask
+    priority_updates = []
+    started = time.time() - state.train_seconds
+    last_stats, last_updates, restarts = time.time(), state.updates, 0
+    last_ask, stats = 0.0, dict(received=state.step, size=0, valid=0, games=[])
+
+    def save() -> None:
+        t = time.perf_counter()
+        path = checkpoint.save(cfg.run_dir, state.step, agent,
+                               dict(trainer=state.to_dict(), version=version),
+                               ReplayProxy(replay))
+        log.eta.checkpoint_took(time.perf_counter() - t)
+        log.message(f"checkpoint {path} ({time.perf_counter() - t:.1f} s)")
+
+    saved_at = state.step
+    while state.step < cfg.steps and not stop:
+        # ---- actors that died: Ray restarts the process; start its loop again ----------------
+        done, _ = ray.wait(list(running), num_returns=len(running), timeout=0)
+        for ref in done:
+            i = running.pop(ref)
+            try:
+                ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+                restarts += 1
+                log.message(f"actor {i} stopped ({type(e).__name__}); restarting it")
+            running[workers[i].run.remote()] = i
+
+        # ---- what the actors sent (asked a few times a second: each ask is a round trip) ----
+        before = state.step
+        if time.time() - last_ask >= 0.2:
+            last_ask = time.time()
+            stats = ray.get(replay.stats.remote())
+            state.step = stats["received"]
+            for score, length in stats["games"]:
+                log.game(state.step, score, length, state.record_game(score))
+
+        # ---- learn -------------------------------------------------------------------------------
+        if stats["valid"] > 0 and stats["size"] >= cfg.learn_start:
+            beta = cfg.importance_exponent + (1 - cfg.importance_exponent) * min(
+                1.0, state.step / cfg.steps)
+            while len(samples) < 2:
+                samples.append(replay.sample.remote(cfg.minibatch_size, beta))
+            batch = ray.get(samples.pop(0))
+            if batch is not None:
+                s, a, r, s2, term, discount, index, weight = batch
+                weight = importance_weights(weight, cfg.importance_normalization)
+                _, td_abs = agent.update_weighted(codec.decode(s), codec.decode(s2), a, r,
+                                                  term, discount, weight)
+                priority_updates.append(replay.update_priorities.remote(
+                    index, td_abs + cfg.priority_epsilon))
+                if len(priority_updates) > 4:
+                    _, priority_updates = ray.wait(priority_updates, num_returns=1)
+                state.updates += 1
+                if state.updates % copy_every == 0:
+                    agent.copy_target()
+                if state.updates % apex.weights_every == 0:
+                    publish()
+        else:
+            time.sleep(0.05)  # waiting for the actors to fill the replay
+
+        # ---- evaluate, save, report ----------------------------------------------------------
+        if evaluator is not None:
+            if pending_eval is not None and ray.wait([pending_eval], timeout=0)[0]:
+                record = ray.get(pending_eval)
+                pending_eval = None
+                state.eval_index += 1
+                state.last_eval = record["eval_mean_score"]
+                log.evaluation(state.step, dict(record, run_seconds=time.time() - started))
+            if crossed(before, state.step, cfg.eval_freq) and state.step > cfg.learn_start \
+                    and pending_eval is None:
+                pending_eval = evaluator.evaluate.remote(
+                    [ray.put(agent.online.get_weights())], state.eval_index)
+        state.train_seconds = time.time() - started
+        if crossed(before, state.step, cfg.save_freq):
+            save()
+            saved_at = state.step
+        if crossed(before, state.step, cfg.prog_freq):
+            now = time.time()
+            updates_per_s = (state.updates - last_updates) / max(now - last_stats, 1e-9)
+            last_stats, last_updates = now, state.updates
+            mean_return = float(np.mean(state.recent_scores)) if state.recent_scores else None
+            log.train(state.step, record=dict(updates=state.updates, games=state.games,
+                                              mean_return=mean_return,
+                                              updates_per_s=updates_per_s,
+                                              replay_size=stats["size"],
+                                              actor_restarts=restarts))
+            recent = f" (last 100: {mean_return:.1f})" if mean_return is not None else ""
+            log.progress(state.step, None, force=True, newline=True,
+                         extra=f"{updates_per_s:,.0f} updates/s | games {state.games}{recent}")
+        if (cfg.stop_score is not None and state.last_eval is not None
+                and state.last_eval >= cfg.stop_score):
+            log.message(f"evaluation mean {state.last_eval:.2f} >= --stop-score "
+                        f"{cfg.stop_score}: stopping")
+            break
+
+    # ---- stop every actor, save, leave no process behind ----------------------------------------
+    for w in workers:
+        ray.kill(w)
+    state.train_seconds = time.time() - started
+    if saved_at != state.step:
+        save()
+    if stop:
+        log.message(f"stopped by {stop.signal_name} at step {state.step:,}; continue with: "
+                    f"python python/apex.py --resume {cfg.run_dir}")
+    else:
+        log.message(f"done: {state.step:,} agent steps, {state.updates:,} updates in "
+                    f"{state.train_seconds:.0f} s; last evaluation {state.last_eval}")
+    log.close()
+    for handle in (replay, params, evaluator):
+        if handle is not None:
+            ray.kill(handle)
+    if started_ray:
+        ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

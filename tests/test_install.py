@@ -1,0 +1,48 @@
+"""The installed package as a user gets it from `pip install .`: the trainer importable from
+any directory, and its console scripts on the PATH with the scripts' flags."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+COMMANDS = {  # console script: a flag its --help must list
+    "tfdqn-train": "--preset",
+    "tfdqn-evaluate": "--episodes",
+    "tfdqn-apex": "--actors",
+    "tfdqn-plot": "--statistic",
+}
+
+
+def _clean_env():
+    """No PYTHONPATH: only what is installed (pytest's own pythonpath is not inherited)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def test_trainer_package_is_installed(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", "import tfdqn_trainer.commands.train as t; print(t.__file__)"],
+        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, ("the trainer is not installed (pip install .): "
+                                    + result.stderr[-500:])
+    assert "site-packages" in result.stdout or "dist-packages" in result.stdout
+
+
+@pytest.mark.parametrize("command, flag", sorted(COMMANDS.items()))
+def test_console_script_runs_from_any_directory(tmp_path, command, flag):
+    path = shutil.which(command)
+    assert path, f"{command} is not on the PATH: install the package with pip install ."
+    result = subprocess.run([path, "--help"], cwd=tmp_path, env=_clean_env(),
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-800:]
+    assert flag in result.stdout
+
+
+def test_console_script_reports_bad_input_with_exit_code_2(tmp_path):
+    result = subprocess.run([shutil.which("tfdqn-train") or "tfdqn-train", "--steps", "-5"],
+                            cwd=tmp_path, env=_clean_env(), capture_output=True, text=True,
+                            timeout=180)
+    assert result.returncode == 2
+    assert "--steps must be a positive integer, got -5" in result.stderr
