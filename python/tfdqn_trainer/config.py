@@ -250,10 +250,17 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
+def program_name(script: str) -> str:
+    """What a program calls itself in usage and errors: the console script it was started
+    as (tfdqn-train, ...), else its script's name (train.py, ...)."""
+    invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return invoked if invoked.startswith("tfdqn-") else script
+
+
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     """Flags generated from `Config`; only flags given on the command line end up set."""
     parser = argparse.ArgumentParser(
-        prog=prog, argument_default=argparse.SUPPRESS,
+        prog=prog or program_name("train.py"), argument_default=argparse.SUPPRESS,
         description="Train DQN as DeepMind's DQN 3.0 did (defaults), on gymnasium + ale-py, "
                     "with the tfdqn_ops target op and replay memory.")
     for f in dataclasses.fields(Config):
@@ -377,7 +384,7 @@ def resume_config(run_dir: str, explicit: Dict[str, object]) -> Config:
     return dataclasses.replace(saved, resume=run_dir, run_dir=run_dir, **overrides)
 
 
-def fail(message: str, prog: str = "train.py") -> "NoReturn":  # noqa: F821
+def fail(message: str, prog: Optional[str] = None) -> "NoReturn":  # noqa: F821
     """One clear line on stderr and exit code 2 (the code argparse uses for usage errors)."""
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    print(f"{prog or program_name('train.py')}: error: {message}", file=sys.stderr)
     sys.exit(2)

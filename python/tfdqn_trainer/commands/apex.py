@@ -33,7 +33,7 @@ from tfdqn_trainer import config as config_lib  # noqa: E402
 from tfdqn_trainer.config import ConfigError  # noqa: E402
 from tfdqn_trainer.stop_request import StopRequest  # noqa: E402
 
-PROG = "apex.py"
+PROG = config_lib.program_name("apex.py")
 
 
 def build_apex_parser() -> argparse.ArgumentParser:

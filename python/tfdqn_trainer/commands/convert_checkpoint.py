@@ -23,7 +23,7 @@ from tfdqn_trainer import checkpoint  # noqa: E402
 from tfdqn_trainer import config as config_lib  # noqa: E402
 from tfdqn_trainer.config import ConfigError  # noqa: E402
 
-PROG = "convert_checkpoint.py"
+PROG = config_lib.program_name("convert_checkpoint.py")
 OLD_NETWORKS = "networks.npz"
 
 

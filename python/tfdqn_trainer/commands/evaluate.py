@@ -20,7 +20,7 @@ from tfdqn_trainer import config as config_lib  # noqa: E402
 from tfdqn_trainer import envs as envs_lib  # noqa: E402
 from tfdqn_trainer.config import ConfigError  # noqa: E402
 
-PROG = "evaluate.py"
+PROG = config_lib.program_name("evaluate.py")
 
 
 def parse_args(argv=None):

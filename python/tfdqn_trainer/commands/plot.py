@@ -44,7 +44,9 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-PROG = "plot.py"
+from tfdqn_trainer.config import program_name
+
+PROG = program_name("plot.py")
 
 
 class PlotError(ValueError):
