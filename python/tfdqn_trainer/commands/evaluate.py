@@ -23,7 +23,7 @@ from tfdqn_trainer.config import ConfigError  # noqa: E402
 PROG = config_lib.program_name("evaluate.py")
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="a directory written by train.py --run-dir")
     parser.add_argument("--episodes", type=int, default=30, help="games to play (default: 30)")
@@ -33,7 +33,11 @@ def parse_args(argv=None):
                         help="use the latest checkpoint's network instead of the best one")
     parser.add_argument("--seed", type=int, default=12345, help="seed of the games (default: "
                         "12345)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be a positive integer, got {args.episodes}")
     if args.epsilon is not None and not 0.0 <= args.epsilon <= 1.0:

@@ -387,7 +387,7 @@ def table(curves: List[Curve], at: List[int], references: Optional[List[dict]] =
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", help="run directories or <Game>-s<seed>.csv files")
     parser.add_argument("--out", help="the PNG to write (one panel per game)")
@@ -407,7 +407,11 @@ def main(argv=None) -> int:
     parser.add_argument("--iteration-steps", type=int, default=250_000,
                         help="agent steps per iteration of --statistic iteration (default: "
                         "250000, Dopamine's)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if not args.out and not args.csv_dir and not args.table:
             raise PlotError("nothing to do: give --out FILE.png, --csv-dir DIR and/or --table")
