@@ -58,13 +58,14 @@ def main(argv=None):
     shape = tuple(args.frame_shape)
 
     from tfdqn_trainer.commands import apex as apex_cli  # the workers' runtime environment
-    from tfdqn_trainer.apex import ReplayServer
+    from tfdqn_trainer.distributed import ReplayServer
     from _machine import cpu_name
 
     ray.init(num_cpus=args.senders + 1, include_dashboard=False, log_to_driver=False,
              object_store_memory=1 << 30, runtime_env=apex_cli.runtime_env())
-    replay = ReplayServer.remote(args.capacity, shape, args.history, args.senders, 0, 3, 0.99,
-                                 0.6)
+    replay = ReplayServer.remote(capacity=args.capacity, frame_shape=shape,
+                                 history=args.history, num_streams=args.senders, seed=0,
+                                 n_step=3, discount=0.99, priority_exponent=0.6)
     ray.get(replay.counts.remote())
     rows = []
 

@@ -34,6 +34,14 @@ def ray_processes():
     (["--ray-address", "no-port"], "--ray-address 'no-port': expected 'auto' or HOST:PORT"),
     (["--send-every", "0"], "--send-every must be a positive integer, got 0"),
     (["--steps", "-1"], "--steps must be a positive integer"),
+    # every stream counts: 2 actors x 8 envs share 80 entries (5 each); a stream needs
+    # --hist-len 1 (classic) + --n-step 5
+    (["--actors", "2", "--num-envs", "8", "--replay-memory", "80", "--n-step", "5"],
+     "--replay-memory 80 leaves 5 entries per environment (--actors 2 x --num-envs 8 = 16 "
+     "streams); each needs at least --hist-len + --n-step = 6"),
+    (["--ep-end", "0.1"], "--ep-end does not apply under Ape-X: each Ape-X actor explores"),
+    (["--no-prioritized"], "--no-prioritized: Ape-X always samples by priority"),
+    (["--max-steps-per-update", "-1"], "--max-steps-per-update must be >= 0, got -1.0"),
 ])
 def test_bad_input_exits_2_before_any_long_work(tmp_path, args, message):
     t = time.time()

@@ -10,7 +10,7 @@ import shlex
 import pytest
 
 from tfdqn_trainer import config as config_lib
-from tfdqn_trainer.commands import apex, evaluate, plot
+from tfdqn_trainer.commands import evaluate, plot
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -20,14 +20,9 @@ def _parse_train(argv):
     config_lib.parse_args(argv)
 
 
-def _parse_apex(argv):
-    options, rest = apex.build_apex_parser().parse_known_args(argv)
-    config_lib.parse_args(rest)
-
-
 PARSERS = {
     "train": _parse_train,
-    "apex": _parse_apex,
+    "apex": _parse_train,  # one Config: Ape-X's settings are its fields
     "evaluate": lambda argv: evaluate.build_parser().parse_args(argv),
     "plot": lambda argv: plot.build_parser().parse_args(argv),
 }

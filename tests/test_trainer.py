@@ -378,6 +378,7 @@ def test_atari_env_state_round_trip():
     (["--env", "NoSuchGame-v9"], "--env 'NoSuchGame-v9'"),
     (["--env", "ALE/NoSuchGame-v5"], "--env 'ALE/NoSuchGame-v5'"),
     (["--env", "Pendulum-v1"], "DQN needs Discrete actions"),
+    (["--actors", "4"], "--actors is a setting of Ape-X: run tfdqn-apex"),
     (["--resume", "{tmp}"], "is not a run directory (no config.json)"),
     (["--resume", "{tmp}/missing"], "no such directory"),
 ])

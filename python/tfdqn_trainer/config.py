@@ -102,7 +102,8 @@ class Config:
     n_step: int = _opt(1, "n-step returns: sum_{k<n} discount^k r_{t+k}, bootstrapped with "
                        "discount^n from the state n steps later (stopped at a terminal); 1: "
                        "DQN 3.0's one-step target")
-    prioritized: bool = _opt(False, "prioritized replay (Schaul et al. 2016, proportional): "
+    prioritized: bool = _opt(False, "prioritized replay (always on under Ape-X; Schaul et al. "
+                             "2016, proportional): "
                              "transitions drawn with probability p^alpha / sum p^alpha, p = "
                              "|TD error| + --priority-epsilon, updates weighted by importance "
                              "weights with beta annealed from --importance-exponent to 1")
@@ -162,6 +163,19 @@ class Config:
     jit_act: bool = _opt(True, "compile the acting forward pass with XLA (~0.5 ms less per "
                          "call on CPU)")
     tf_threads: int = _opt(0, "TensorFlow intra-op threads (0: TensorFlow's default)")
+    # --- Ape-X (tfdqn-apex / python/apex.py only; train.py refuses them) -----------------
+    actors: int = _opt(2, "Ape-X: actor processes, each with --num-envs environments")
+    ray_address: Optional[str] = _opt(None, "Ape-X: join this Ray cluster ('auto' or "
+                                      "HOST:PORT) (default: start Ray on this machine)",
+                                      parse=str)
+    send_every: int = _opt(50, "Ape-X: agent steps an actor collects before sending them")
+    max_in_flight: int = _opt(4, "Ape-X: sends an actor may have outstanding")
+    weights_every: int = _opt(50, "Ape-X: learner updates between weight publications")
+    weights_poll: int = _opt(400, "Ape-X: agent steps between an actor's weight fetches")
+    max_steps_per_update: float = _opt(0.0, "Ape-X rate limit: once learning starts, the "
+                                       "actors together run at most this many agent steps "
+                                       "per learner update (DQN 3.0 runs 4); 0: no limit, "
+                                       "as Ape-X")
 
 
 # Settings for small vector-observation tasks, close to RL Zoo's tuned CartPole-v1 DQN (Adam,
@@ -241,7 +255,16 @@ PRESETS: Dict[str, Dict[str, object]] = {
 # What may differ from the run's config.json on --resume (nothing that shapes the state).
 RESUMABLE_OVERRIDES = ("steps", "eval_freq", "eval_steps", "eval_ep", "eval_envs",
                        "stop_score", "save_freq", "prog_freq", "jit_compile", "jit_act",
-                       "tf_threads", "precision")
+                       "tf_threads", "precision", "ray_address", "send_every",
+                       "max_in_flight", "weights_every", "weights_poll",
+                       "max_steps_per_update")
+
+# Settings of Ape-X alone (tfdqn-apex); train.py refuses them.
+APEX_ONLY = ("actors", "ray_address", "send_every", "max_in_flight", "weights_every",
+             "weights_poll", "max_steps_per_update")
+# Settings Ape-X replaces by its own rule (each actor explores at a fixed epsilon).
+NOT_UNDER_APEX = {name: "each Ape-X actor explores at its own fixed epsilon, "
+                  "0.4^(1 + 7 i / (N - 1))" for name in ("ep_start", "ep_end", "ep_endt")}
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
@@ -257,12 +280,13 @@ def program_name(script: str) -> str:
     return invoked if invoked.startswith("tfdqn-") else script
 
 
-def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+def build_parser(prog: Optional[str] = None,
+                 description: Optional[str] = None) -> argparse.ArgumentParser:
     """Flags generated from `Config`; only flags given on the command line end up set."""
     parser = argparse.ArgumentParser(
         prog=prog or program_name("train.py"), argument_default=argparse.SUPPRESS,
-        description="Train DQN as DeepMind's DQN 3.0 did (defaults), on gymnasium + ale-py, "
-                    "with the tfdqn_ops target op and replay memory.")
+        description=description or "Train DQN as DeepMind's DQN 3.0 did (defaults), on "
+                    "gymnasium + ale-py, with the tfdqn_ops target op and replay memory.")
     for f in dataclasses.fields(Config):
         meta = f.metadata
         shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
@@ -287,17 +311,19 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[Config, Dict[str, object]]:
+def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None,
+               description: Optional[str] = None) -> Tuple[Config, Dict[str, object]]:
     """Command line -> (Config with preset and flags applied, the flags given explicitly)."""
-    explicit = vars(build_parser().parse_args(argv))
+    explicit = vars(build_parser(prog, description).parse_args(argv))
     preset = explicit.get("preset", Config.preset)
     cfg = dataclasses.replace(Config(), **PRESETS[preset])
     cfg = dataclasses.replace(cfg, **explicit)
     return cfg, explicit
 
 
-def validate(cfg: Config) -> None:
-    """Raise ConfigError for the first setting that cannot work (env ids are checked later)."""
+def validate(cfg: Config, distributed: bool = False) -> None:
+    """Raise ConfigError for the first setting that cannot work (env ids are checked later).
+    distributed: the settings of an Ape-X run (its replay has actors x num_envs streams)."""
 
     def need(ok, name, what):
         if not ok:
@@ -337,10 +363,18 @@ def validate(cfg: Config) -> None:
     if cfg.replay_memory < cfg.minibatch_size:
         raise ConfigError(f"--replay-memory {cfg.replay_memory} is smaller than "
                           f"--minibatch-size {cfg.minibatch_size}")
-    per_stream = cfg.replay_memory // cfg.num_envs
+    if distributed:
+        for name in ("actors", "send_every", "max_in_flight", "weights_every", "weights_poll"):
+            need(getattr(cfg, name) >= 1, name, "must be a positive integer")
+        finite("max_steps_per_update")
+        need(cfg.max_steps_per_update >= 0, "max_steps_per_update", "must be >= 0")
+    streams = cfg.num_envs * (cfg.actors if distributed else 1)
+    per_stream = cfg.replay_memory // streams
     if per_stream < cfg.hist_len + cfg.n_step:
+        envs = (f"--actors {cfg.actors} x --num-envs {cfg.num_envs} = {streams} streams"
+                if distributed else f"--num-envs {cfg.num_envs}")
         raise ConfigError(f"--replay-memory {cfg.replay_memory} leaves {per_stream} entries per "
-                          f"environment (--num-envs {cfg.num_envs}); each needs at least "
+                          f"environment ({envs}); each needs at least "
                           f"--hist-len + --n-step = {cfg.hist_len + cfg.n_step}")
     if cfg.stop_score is not None and math.isnan(cfg.stop_score):
         raise ConfigError("--stop-score must be a number, got nan")

@@ -120,7 +120,7 @@ class StreamPriorities:
 class ReplayServer:
     """The prioritized n-step replay memory, one stream per actor environment."""
 
-    def __init__(self, capacity: int, frame_shape: Sequence[int], history: int,
+    def __init__(self, *, capacity: int, frame_shape: Sequence[int], history: int,
                  num_streams: int, seed: int, n_step: int, discount: float,
                  priority_exponent: float):
         from tfdqn_ops import ReplayMemory
@@ -205,9 +205,10 @@ def _network(cfg):
 class ActorWorker:
     """Acts in cfg.num_envs environments at a fixed epsilon and feeds the replay server."""
 
-    def __init__(self, cfg_json: str, index: int, num_actors: int, replay, params,
-                 send_every: int, max_in_flight: int, weights_poll: int,
-                 priority_epsilon: float, max_steps_per_update: float = 0.0):
+    def __init__(self, *, cfg_json: str, index: int, replay, params):
+        """cfg_json: the run's Config as JSON (its Ape-X fields: --actors, --send-every,
+        --max-in-flight, --weights-poll, --max-steps-per-update); index: this actor's number
+        (its epsilon, its streams); replay, params: the ReplayServer and ParameterServer."""
         _import_tensorflow(_ACTOR_THREADS)
         from tfdqn_ops import ReplayMemory
         from tfdqn_trainer import envs as envs_lib
@@ -215,13 +216,13 @@ class ActorWorker:
 
         cfg = _config(cfg_json)
         self.cfg, self.index, self.replay, self.params = cfg, index, replay, params
-        self.send_every, self.max_in_flight = send_every, max_in_flight
-        self.weights_poll = weights_poll
-        self.max_steps_per_update = max_steps_per_update
+        self.send_every, self.max_in_flight = cfg.send_every, cfg.max_in_flight
+        self.weights_poll = cfg.weights_poll
+        self.max_steps_per_update = cfg.max_steps_per_update
         self.counts = (0, 0)  # (agent steps received, learner updates), as last reported
         self.pool, q, self.model = _network(cfg)
         self.version = -1
-        self.epsilon = apex_epsilon(index, num_actors)
+        self.epsilon = apex_epsilon(index, cfg.actors)
         n = len(self.pool)
         self.streams = [index * n + j for j in range(n)]
         # The frame stack the actor acts on (nothing is sampled from it).
@@ -235,8 +236,8 @@ class ActorWorker:
         self.priorities = []
         for j, stream in enumerate(self.streams):
             added = ray.get(replay.stream_added.remote(stream))
-            self.priorities.append(StreamPriorities(cfg.n_step, cfg.discount, priority_epsilon,
-                                                    added))
+            self.priorities.append(StreamPriorities(cfg.n_step, cfg.discount,
+                                                    cfg.priority_epsilon, added))
             restarted.append(added > 0)
         self.pool.reset([seed(cfg.seed, 10, index, j, int(time.time() * 1e3) % 2**31
                               if any(restarted) else 0) for j in range(n)])

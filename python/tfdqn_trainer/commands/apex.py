@@ -1,5 +1,5 @@
-"""Ape-X-style distributed DQN on Ray: N actor processes, one prioritized n-step replay, one
-learner (this process). The parts are in python/tfdqn_trainer/distributed.py.
+"""Ape-X on Ray: N actor processes, one prioritized n-step replay, one learner (this process).
+The parts are in python/tfdqn_trainer/distributed.py.
 
     python python/apex.py --preset classic --env CartPole-v1 --actors 2   # Ray on this machine
     ray start --head                                        # on one machine of a cluster
@@ -12,14 +12,15 @@ actor; --learn-start is the number of transitions in the replay before learning 
 the target network is copied every --target-q / --update-freq learner updates (DQN 3.0's
 10,000 / 4 = 2,500, Ape-X's figure); sampling is always prioritized (--priority-exponent,
 --importance-exponent rising to 1 at --steps, --priority-epsilon,
---importance-normalization); --ep-* do not apply
-(actor i explores at 0.4^(1 + 7 i / (N - 1))). Its own flags: --actors, --ray-address,
---send-every, --max-in-flight, --weights-every, --weights-poll, --max-steps-per-update.
+--importance-normalization; --no-prioritized is refused); --ep-* do not apply and are
+refused (actor i explores at 0.4^(1 + 7 i / (N - 1))). Its own flags, fields of the same
+Config (so config.json holds them; train.py refuses them): --actors, --ray-address,
+--send-every, --max-in-flight, --weights-every, --weights-poll, --max-steps-per-update. The
+replay's room is checked per stream, --actors x --num-envs of them, before Ray starts.
 
 Exit codes: 0 finished, or stopped by SIGINT/SIGTERM after saving a checkpoint; 2 bad input.
 """
 
-import argparse
 import json
 import os
 import socket
@@ -30,63 +31,44 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfdqn_trainer import checkpoint  # noqa: E402
 from tfdqn_trainer import config as config_lib  # noqa: E402
-from tfdqn_trainer.config import ConfigError  # noqa: E402
+from tfdqn_trainer.config import Config, ConfigError  # noqa: E402
 from tfdqn_trainer.stop_request import StopRequest  # noqa: E402
 
 PROG = config_lib.program_name("apex.py")
 
 
-def build_apex_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--actors", type=int, default=2, help="actor processes (default: 2)")
-    p.add_argument("--ray-address", default=None,
-                   help="join this Ray cluster ('auto' or HOST:PORT); default: start Ray on "
-                        "this machine")
-    p.add_argument("--send-every", type=int, default=50,
-                   help="agent steps an actor collects before sending them (default: 50)")
-    p.add_argument("--max-in-flight", type=int, default=4,
-                   help="sends an actor may have outstanding (default: 4)")
-    p.add_argument("--weights-every", type=int, default=50,
-                   help="learner updates between weight publications (default: 50)")
-    p.add_argument("--weights-poll", type=int, default=400,
-                   help="agent steps between an actor's weight fetches (default: 400)")
-    p.add_argument("--max-steps-per-update", type=float, default=0.0,
-                   help="rate limit: once learning starts, the actors together run at most "
-                        "this many agent steps per learner update (DQN 3.0 runs 4); 0: no "
-                        "limit, as Ape-X (default: 0)")
-    return p
-
-
-def parse(argv=None):
-    """(Config, apex options) from the command line, or ConfigError."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in argv or "--help" in argv:
-        build_apex_parser().print_help()
-        config_lib.build_parser(PROG).print_help()
-        sys.exit(0)
-    apex, rest = build_apex_parser().parse_known_args(argv)
-    cfg, explicit = config_lib.parse_args(rest)
+def parse(argv=None) -> Config:
+    """The run's Config from the command line, or ConfigError. Ape-X's own settings
+    (--actors, --ray-address, ...) are fields of the one Config, so config.json holds them
+    and --resume reads them back."""
+    cfg, explicit = config_lib.parse_args(argv, prog=PROG, description=__doc__.split("\n\n")[0])
+    for name, why in config_lib.NOT_UNDER_APEX.items():
+        if name in explicit:
+            raise ConfigError(f"{config_lib.flag(name)} does not apply under Ape-X: {why}")
+    if explicit.get("prioritized") is False:
+        raise ConfigError("--no-prioritized: Ape-X always samples by priority (its actors send "
+                          "each transition's initial priority); train.py replays uniformly")
     if cfg.resume:
         cfg = config_lib.resume_config(cfg.resume, explicit)
-        if checkpoint.latest(cfg.resume) is None:
+        path = checkpoint.latest(cfg.resume)
+        if path is None:
             raise ConfigError(f"--resume {cfg.resume!r} has no complete checkpoint")
-    cfg.prioritized = True
-    config_lib.validate(cfg)
-    for name in ("actors", "send_every", "max_in_flight", "weights_every", "weights_poll"):
-        if getattr(apex, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got "
-                              f"{getattr(apex, name)}")
-    if not apex.max_steps_per_update >= 0:
-        raise ConfigError(f"--max-steps-per-update must be >= 0, got {apex.max_steps_per_update}")
-    if apex.ray_address not in (None, "auto"):
-        check_reachable(apex.ray_address)
+        try:
+            checkpoint.check_format(path)
+        except checkpoint.CheckpointFormatError as e:
+            raise ConfigError(f"--resume: {e}") from None
+    cfg.prioritized = True  # Ape-X's replay (--prioritized's help says so; config.json too)
+    config_lib.validate(cfg, distributed=True)
+    if cfg.ray_address not in (None, "auto"):
+        check_reachable(cfg.ray_address)
     if cfg.run_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        cfg.run_dir = os.path.join("runs", f"apex-{cfg.env.replace('/', '-')}-s{cfg.seed}-{stamp}")
+        name = f"apex-{cfg.env.replace('/', '-')}-s{cfg.seed}-{stamp}"
+        cfg.run_dir = os.path.join("runs", name)
     elif not cfg.resume and os.path.isfile(os.path.join(cfg.run_dir, "config.json")):
         raise ConfigError(f"--run-dir {cfg.run_dir!r} already holds a run: continue it with "
                           f"--resume {cfg.run_dir}, or choose another --run-dir")
-    return cfg, apex
+    return cfg
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -134,28 +116,28 @@ def runtime_env() -> dict:
             "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}}
 
 
-def start_ray(apex, cfg):
+def start_ray(cfg):
     """Joins the given cluster, or starts Ray here with a bounded object store. Returns
     whether this process started it (and so must shut it down)."""
     import ray
     if ray.is_initialized():
         return False
     kwargs = dict(include_dashboard=False, log_to_driver=False, runtime_env=runtime_env())
-    if apex.ray_address is None:
+    if cfg.ray_address is None:
         # Logical CPUs: every actor gets one, whatever the machine has (they share its cores
         # with the replay server, the evaluator and the learner, this process).
-        kwargs.update(num_cpus=max(os.cpu_count() or 1, apex.actors),
+        kwargs.update(num_cpus=max(os.cpu_count() or 1, cfg.actors),
                       object_store_memory=min(2 << 30, max(256 << 20,
                                                            cfg.replay_memory * 64)))
     else:
-        kwargs["address"] = apex.ray_address
+        kwargs["address"] = cfg.ray_address
     ray.init(**kwargs)
     return True
 
 
 def main(argv=None) -> int:
     try:
-        cfg, apex = parse(argv)
+        cfg = parse(argv)
     except ConfigError as e:
         config_lib.fail(str(e), prog=PROG)
 
@@ -171,16 +153,16 @@ def main(argv=None) -> int:
     from tfdqn_trainer.trainer import TrainerState, crossed, importance_weights
 
     try:
-        started_ray = start_ray(apex, cfg)
+        started_ray = start_ray(cfg)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        config_lib.fail(f"--ray-address {apex.ray_address!r}: {e}", prog=PROG)
+        config_lib.fail(f"--ray-address {cfg.ray_address!r}: {e}", prog=PROG)
     stop = StopRequest()
     cfg_json = json.dumps(json.loads(config_lib.config_to_json(cfg)))
     probe = make_pool(cfg, 1, training=True)  # the observation and action spaces
     codec = probe.codec
     _, agent = make_agent(cfg, probe)
     probe.close()
-    streams = apex.actors * cfg.num_envs
+    streams = cfg.actors * cfg.num_envs
     # The replay server, the parameter server and the evaluator run on the learner's node
     # (the learner pulls a minibatch of frames from the replay for every update) and ask
     # for no CPU: Ray counts CPUs to place work, and the actors (one CPU each) are what
@@ -189,8 +171,9 @@ def main(argv=None) -> int:
     here = dict(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
         ray.get_runtime_context().get_node_id(), soft=False))
     replay = distributed.ReplayServer.options(**here).remote(
-        cfg.replay_memory, codec.frame_shape, cfg.hist_len, streams, seed(cfg.seed, 3), cfg.n_step,
-        cfg.discount, cfg.priority_exponent)
+        capacity=cfg.replay_memory, frame_shape=codec.frame_shape, history=cfg.hist_len,
+        num_streams=streams, seed=seed(cfg.seed, 3), n_step=cfg.n_step, discount=cfg.discount,
+        priority_exponent=cfg.priority_exponent)
     params = distributed.ParameterServer.options(**here).remote()
     os.makedirs(cfg.run_dir, exist_ok=True)
     checkpoint.write_json_atomic(os.path.join(cfg.run_dir, "config.json"),
@@ -217,11 +200,10 @@ def main(argv=None) -> int:
     # Named (apex-actor-<i>-<run token>) so that tools and tests can find them.
     token = os.urandom(4).hex()
     # max_concurrency 2: run() never returns, and where() must still be answerable.
-    workers = [distributed.ActorWorker.options(num_cpus=1, max_restarts=-1, max_concurrency=2,
-                                            name=f"apex-actor-{i}-{token}").remote(
-        cfg_json, i, apex.actors, replay, params, apex.send_every, apex.max_in_flight,
-        apex.weights_poll, cfg.priority_epsilon, apex.max_steps_per_update)
-        for i in range(apex.actors)]
+    workers = [distributed.ActorWorker.options(
+        num_cpus=1, max_restarts=-1, max_concurrency=2, name=f"apex-actor-{i}-{token}"
+    ).remote(cfg_json=cfg_json, index=i, replay=replay, params=params)
+        for i in range(cfg.actors)]
     running = {w.run.remote(): i for i, w in enumerate(workers)}
     evaluator = distributed.EvalWorker.options(**here).remote(cfg_json) \
         if cfg.eval_freq else None
@@ -229,7 +211,7 @@ def main(argv=None) -> int:
     log = RunLogger(cfg.run_dir, cfg.steps, state.step,
                     eta=EtaEstimator(cfg.steps, learn_start=cfg.learn_start,
                                      eval_freq=cfg.eval_freq, save_freq=cfg.save_freq))
-    print(f"Ape-X on Ray: {apex.actors} actors x {cfg.num_envs} envs of {cfg.env}, replay "
+    print(f"Ape-X on Ray: {cfg.actors} actors x {cfg.num_envs} envs of {cfg.env}, replay "
           f"{cfg.replay_memory:,}, n-step {cfg.n_step}; run dir {cfg.run_dir}", flush=True)
 
     copy_every = max(1, cfg.target_q // cfg.update_freq)
@@ -288,7 +270,7 @@ def main(argv=None) -> int:
                 state.updates += 1
                 if state.updates % copy_every == 0:
                     agent.copy_target()
-                if state.updates % apex.weights_every == 0:
+                if state.updates % cfg.weights_every == 0:
                     publish()
         else:
             time.sleep(0.05)  # waiting for the actors to fill the replay

@@ -32,6 +32,10 @@ from tfdqn_trainer.stop_request import StopRequest  # noqa: E402
 def parse_config(argv=None) -> Config:
     """Flags -> a validated Config, or ConfigError. Cheap checks only."""
     cfg, explicit = config_lib.parse_args(argv)
+    apex_only = [name for name in config_lib.APEX_ONLY if name in explicit]
+    if apex_only:
+        raise ConfigError(f"{config_lib.flag(apex_only[0])} is a setting of Ape-X: run "
+                          "tfdqn-apex (python/apex.py) for a distributed run")
     if cfg.resume:
         cfg = config_lib.resume_config(cfg.resume, explicit)
         path = checkpoint.latest(cfg.resume)
