@@ -6,6 +6,8 @@ import json
 import os
 import pathlib
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -105,6 +107,15 @@ def test_cartpole_learns_with_two_actors(local_ray, tmp_path):
     train = read_metrics(run_dir, "train")
     assert train and train[-1]["updates"] > 0
     assert checkpoint.latest(run_dir) is not None
+    # the network the best evaluation played is saved, and evaluate.py plays it
+    best = max(e["eval_mean_score"] for e in evals)
+    info = json.loads(next((pathlib.Path(run_dir) / checkpoint.BEST_DIR).glob("best-*"))
+                      .joinpath("info.json").read_text())
+    assert info["score"] == best and [e["best"] for e in evals].count(True) >= 1
+    played = subprocess.run([sys.executable, str(REPO / "python" / "evaluate.py"), run_dir,
+                             "--episodes", "2"], capture_output=True, text=True, timeout=300)
+    assert played.returncode == 0, played.stderr[-500:]
+    assert "best network" in played.stdout and "mean score" in played.stdout
 
 
 def test_a_killed_actor_is_replaced_and_the_run_completes(local_ray, tmp_path):

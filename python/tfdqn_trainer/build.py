@@ -1,5 +1,6 @@
-"""What train.py and evaluate.py both build from a run's Config: environment pools and the
-Q-network, so that a run is evaluated on exactly the environments and network it trained."""
+"""What the programs (train, evaluate, apex and its Ray workers) build from a run's Config:
+environment pools and the Q-network, so that a run is evaluated on exactly the environments
+and network it trained."""
 
 from typing import Callable, Tuple
 

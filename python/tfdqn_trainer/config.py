@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -416,6 +417,18 @@ def resume_config(run_dir: str, explicit: Dict[str, object]) -> Config:
             + ", ".join(flag(n) for n in RESUMABLE_OVERRIDES) + " may be given")
     overrides = {n: explicit[n] for n in RESUMABLE_OVERRIDES if n in explicit}
     return dataclasses.replace(saved, resume=run_dir, run_dir=run_dir, **overrides)
+
+
+def settle_run_dir(cfg: Config, prefix: str = "") -> None:
+    """--run-dir's default, runs/<prefix><env>-s<seed>-<time>; a new run refuses a directory
+    that already holds one (ConfigError)."""
+    if cfg.run_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        cfg.run_dir = os.path.join("runs", f"{prefix}{cfg.env.replace('/', '-')}-s{cfg.seed}-"
+                                           f"{stamp}")
+    elif not cfg.resume and os.path.isfile(os.path.join(cfg.run_dir, "config.json")):
+        raise ConfigError(f"--run-dir {cfg.run_dir!r} already holds a run: continue it with "
+                          f"--resume {cfg.run_dir}, or choose another --run-dir")
 
 
 def fail(message: str, prog: Optional[str] = None) -> "NoReturn":  # noqa: F821

@@ -29,7 +29,7 @@ import json
 import os
 import time
 from collections import deque
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import ray
@@ -116,6 +116,18 @@ class StreamPriorities:
 # Ray actors
 
 
+class SampledBatch(NamedTuple):
+    """ReplayMemory.sample_batch's ReplayBatch as plain data that Ray ships to the learner."""
+    s: np.ndarray
+    a: np.ndarray
+    r: np.ndarray
+    s2: np.ndarray
+    term: np.ndarray
+    discount: np.ndarray
+    index: np.ndarray
+    weight: np.ndarray
+
+
 @ray.remote
 class ReplayServer:
     """The prioritized n-step replay memory, one stream per actor environment."""
@@ -153,7 +165,7 @@ class ReplayServer:
     def sample(self, batch_size: int, importance_exponent: float):
         if self.memory.num_valid_windows == 0:
             return None
-        return tuple(self.memory.sample_batch(batch_size, importance_exponent))
+        return SampledBatch(*self.memory.sample_batch(batch_size, importance_exponent))
 
     def update_priorities(self, ids, priorities) -> int:
         self.updates += 1

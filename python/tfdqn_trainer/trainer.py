@@ -167,6 +167,46 @@ def importance_weights(weights: np.ndarray, normalization: str) -> np.ndarray:
                      f"{normalization!r}")
 
 
+def importance_exponent(cfg: Config, step: int) -> float:
+    """beta of prioritized replay at agent step `step`: --importance-exponent at step 0,
+    rising linearly to 1 at --steps (Schaul et al. 2016)."""
+    start = cfg.importance_exponent
+    return start + (1.0 - start) * min(1.0, step / cfg.steps)
+
+
+def weighted_update(cfg: Config, agent, codec, batch):
+    """One update on a batch of sample_batch's form (s, s2 apart, per-sample discounts and
+    importance weights; Learner and Ape-X's learner both use it). Returns (UpdateStats, the
+    new priorities |TD error| + --priority-epsilon, or None without --prioritized)."""
+    weights = (importance_weights(batch.weight, cfg.importance_normalization)
+               if cfg.prioritized else batch.weight)
+    stats, td_abs = agent.update_weighted(
+        codec.decode(batch.s), codec.decode(batch.s2), batch.a, batch.r, batch.term,
+        batch.discount, weights)
+    # |TD error| + epsilon: Schaul et al.'s proportional rule
+    return stats, (td_abs + cfg.priority_epsilon if cfg.prioritized else None)
+
+
+def stop_score_reached(cfg: Config, state: "TrainerState") -> bool:
+    """--stop-score: the last completed evaluation's mean reached it."""
+    return (cfg.stop_score is not None and state.last_eval is not None
+            and not state.eval_pending and state.last_eval >= cfg.stop_score)
+
+
+def record_evaluation(cfg: Config, state: "TrainerState", model, mean: Optional[float],
+                      log, record: dict) -> bool:
+    """An evaluation's mean into the state (its counter, last and best score), the network it
+    evaluated (`model`) saved as the best when it beats every earlier one, and the record
+    logged. Returns whether it was the best."""
+    best = mean is not None and (state.best_score is None or mean > state.best_score)
+    if best:
+        state.best_score = mean
+        checkpoint.save_best(cfg.run_dir, model, state.step, mean)
+    state.eval_index, state.eval_pending, state.last_eval = state.eval_index + 1, False, mean
+    log.evaluation(state.step, dict(record, best=best))
+    return best
+
+
 class Learner:
     """Applies DQN 3.0's updates and target copies, minibatches drawn from the replay."""
 
@@ -187,10 +227,7 @@ class Learner:
         self.weighted = cfg.n_step > 1 or cfg.prioritized
 
     def importance_exponent(self, step: int) -> float:
-        """beta of prioritized replay: --importance-exponent at step 0, rising linearly to
-        1 at --steps (Schaul et al. 2016)."""
-        start = self.cfg.importance_exponent
-        return start + (1.0 - start) * min(1.0, step / self.cfg.steps)
+        return importance_exponent(self.cfg, step)
 
     def learn(self, step: int, num_steps: int,
               next_states: Optional[Callable[[], np.ndarray]] = None) -> LearnResult:
@@ -247,13 +284,9 @@ class Learner:
             t = time.perf_counter()
             batch = self.replay.sample_batch(cfg.minibatch_size, importance_exponent)
             t = self.times.lap("replay_sample", t)
-            weights = importance_weights(batch.weight, cfg.importance_normalization) \
-                if cfg.prioritized else batch.weight
-            stats, td_abs = self.agent.update_weighted(
-                self.codec.decode(batch.s), self.codec.decode(batch.s2), batch.a, batch.r,
-                batch.term, batch.discount, weights)
-            if cfg.prioritized:  # |TD error| + epsilon (Schaul et al.'s proportional rule)
-                self.replay.update_priorities(batch.index, td_abs + cfg.priority_epsilon)
+            stats, priorities = weighted_update(cfg, self.agent, self.codec, batch)
+            if priorities is not None:
+                self.replay.update_priorities(batch.index, priorities)
             self._loss_sum += float(stats.loss)
             self._q_sum += float(stats.mean_q)
             self._calls += 1
@@ -291,16 +324,10 @@ class Evaluator:
                           steps=cfg.eval_steps, should_stop=self.should_stop)
         if result.aborted:
             return
-        best = result.mean is not None and (state.best_score is None
-                                            or result.mean > state.best_score)
-        if best:
-            state.best_score = result.mean
-            checkpoint.save_best(cfg.run_dir, self.agent.online, state.step, result.mean)
-        state.eval_index, state.eval_pending, state.last_eval = index + 1, False, result.mean
         self.times.lap("eval", t)
-        self.log.evaluation(state.step, dict(result.record(), best=best,
-                                             eval_seconds=time.perf_counter() - t,
-                                             run_seconds=time.time() - run_started))
+        record_evaluation(cfg, state, self.agent.online, result.mean, self.log,
+                          dict(result.record(), eval_seconds=time.perf_counter() - t,
+                               run_seconds=time.time() - run_started))
 
 
 def write_summary(log, state: TrainerState, epsilon: float, learner: Learner,

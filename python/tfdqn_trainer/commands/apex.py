@@ -61,13 +61,7 @@ def parse(argv=None) -> Config:
     config_lib.validate(cfg, distributed=True)
     if cfg.ray_address not in (None, "auto"):
         check_reachable(cfg.ray_address)
-    if cfg.run_dir is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = f"apex-{cfg.env.replace('/', '-')}-s{cfg.seed}-{stamp}"
-        cfg.run_dir = os.path.join("runs", name)
-    elif not cfg.resume and os.path.isfile(os.path.join(cfg.run_dir, "config.json")):
-        raise ConfigError(f"--run-dir {cfg.run_dir!r} already holds a run: continue it with "
-                          f"--resume {cfg.run_dir}, or choose another --run-dir")
+    config_lib.settle_run_dir(cfg, prefix="apex-")
     return cfg
 
 
@@ -147,10 +141,12 @@ def main(argv=None) -> int:
     import ray
 
     from tfdqn_trainer import distributed
-    from tfdqn_trainer.build import make_agent, make_pool
+    from tfdqn_trainer.build import make_agent, make_pool, network_factory
     from tfdqn_trainer.envs import derive_seed as seed
     from tfdqn_trainer.logger import EtaEstimator, RunLogger, truncate_metrics
-    from tfdqn_trainer.trainer import TrainerState, crossed, importance_weights
+    from tfdqn_trainer.trainer import (TrainerState, crossed, importance_exponent,
+                                       record_evaluation, stop_score_reached,
+                                       weighted_update)
 
     try:
         started_ray = start_ray(cfg)
@@ -161,6 +157,7 @@ def main(argv=None) -> int:
     probe = make_pool(cfg, 1, training=True)  # the observation and action spaces
     codec = probe.codec
     _, agent = make_agent(cfg, probe)
+    evaluated = network_factory(cfg, probe)[2]()  # holds the weights an evaluation played
     probe.close()
     streams = cfg.actors * cfg.num_envs
     # The replay server, the parameter server and the evaluator run on the learner's node
@@ -253,18 +250,14 @@ def main(argv=None) -> int:
 
         # ---- learn -------------------------------------------------------------------------------
         if stats["valid"] > 0 and stats["size"] >= cfg.learn_start:
-            beta = cfg.importance_exponent + (1 - cfg.importance_exponent) * min(
-                1.0, state.step / cfg.steps)
+            beta = importance_exponent(cfg, state.step)
             while len(samples) < 2:
                 samples.append(replay.sample.remote(cfg.minibatch_size, beta))
             batch = ray.get(samples.pop(0))
             if batch is not None:
-                s, a, r, s2, term, discount, index, weight = batch
-                weight = importance_weights(weight, cfg.importance_normalization)
-                _, td_abs = agent.update_weighted(codec.decode(s), codec.decode(s2), a, r,
-                                                  term, discount, weight)
-                priority_updates.append(replay.update_priorities.remote(
-                    index, td_abs + cfg.priority_epsilon))
+                _, priorities = weighted_update(cfg, agent, codec, batch)
+                priority_updates.append(replay.update_priorities.remote(batch.index,
+                                                                        priorities))
                 if len(priority_updates) > 4:
                     _, priority_updates = ray.wait(priority_updates, num_returns=1)
                 state.updates += 1
@@ -277,16 +270,17 @@ def main(argv=None) -> int:
 
         # ---- evaluate, save, report ----------------------------------------------------------
         if evaluator is not None:
-            if pending_eval is not None and ray.wait([pending_eval], timeout=0)[0]:
-                record = ray.get(pending_eval)
+            if pending_eval is not None and ray.wait([pending_eval[0]], timeout=0)[0]:
+                record = ray.get(pending_eval[0])
+                evaluated.set_weights(pending_eval[1])  # the best network is the one played
                 pending_eval = None
-                state.eval_index += 1
-                state.last_eval = record["eval_mean_score"]
-                log.evaluation(state.step, dict(record, run_seconds=time.time() - started))
+                record_evaluation(cfg, state, evaluated, record["eval_mean_score"], log,
+                                  dict(record, run_seconds=time.time() - started))
             if crossed(before, state.step, cfg.eval_freq) and state.step > cfg.learn_start \
                     and pending_eval is None:
-                pending_eval = evaluator.evaluate.remote(
-                    [ray.put(agent.online.get_weights())], state.eval_index)
+                weights = agent.online.get_weights()
+                pending_eval = (evaluator.evaluate.remote([ray.put(weights)], state.eval_index),
+                                weights)
         state.train_seconds = time.time() - started
         if crossed(before, state.step, cfg.save_freq):
             save()
@@ -304,8 +298,7 @@ def main(argv=None) -> int:
             recent = f" (last 100: {mean_return:.1f})" if mean_return is not None else ""
             log.progress(state.step, None, force=True, newline=True,
                          extra=f"{updates_per_s:,.0f} updates/s | games {state.games}{recent}")
-        if (cfg.stop_score is not None and state.last_eval is not None
-                and state.last_eval >= cfg.stop_score):
+        if stop_score_reached(cfg, state):
             log.message(f"evaluation mean {state.last_eval:.2f} >= --stop-score "
                         f"{cfg.stop_score}: stopping")
             break

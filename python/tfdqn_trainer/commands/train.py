@@ -48,12 +48,7 @@ def parse_config(argv=None) -> Config:
             raise ConfigError(f"--resume: {e}") from None
     config_lib.validate(cfg)
     envs_lib.check_env(cfg)
-    if cfg.run_dir is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        cfg.run_dir = os.path.join("runs", f"{cfg.env.replace('/', '-')}-s{cfg.seed}-{stamp}")
-    elif not cfg.resume and os.path.isfile(os.path.join(cfg.run_dir, "config.json")):
-        raise ConfigError(f"--run-dir {cfg.run_dir!r} already holds a run: continue it with "
-                          f"--resume {cfg.run_dir}, or choose another --run-dir")
+    config_lib.settle_run_dir(cfg)
     return cfg
 
 
@@ -74,8 +69,9 @@ def main(argv=None) -> int:
     from tfdqn_trainer.agent import JitCompileError
     from tfdqn_trainer.build import make_agent, make_pool
     from tfdqn_trainer.logger import EtaEstimator, RunLogger, truncate_metrics
-    from tfdqn_trainer.trainer import (Actor, Evaluator, Learner, PhaseTimes, TrainerState, crossed,
-                             restore_checkpoint, save_checkpoint, write_summary)
+    from tfdqn_trainer.trainer import (Actor, Evaluator, Learner, PhaseTimes, TrainerState,
+                                       crossed, restore_checkpoint, save_checkpoint,
+                                       stop_score_reached, write_summary)
 
     if cfg.tf_threads:
         tf.config.threading.set_intra_op_parallelism_threads(cfg.tf_threads)
@@ -144,8 +140,7 @@ def main(argv=None) -> int:
         # ---- evaluate, save, report ---------------------------------------------------------
         if crossed(before, state.step, cfg.eval_freq) and state.step > cfg.learn_start:
             evaluator.run(state, started)
-            if (cfg.stop_score is not None and state.last_eval is not None
-                    and state.last_eval >= cfg.stop_score and not state.eval_pending):
+            if stop_score_reached(cfg, state):
                 log.message(f"evaluation mean {state.last_eval:.2f} >= --stop-score "
                             f"{cfg.stop_score}: stopping")
                 break
