@@ -2,7 +2,7 @@
 
 python/train.py's learner runs the last update before an action selection and Q of the
 states the actor is about to act on in one call (tfdqn_trainer.trainer.Learner.learn's next_states;
-Agent.update(..., next_states=...)), instead of an update call followed by the actor's own
+Agent.update_then_q), instead of an update call followed by the actor's own
 forward call (Agent.q_values). Both give the same Q (the updated weights). This times the
 two ways interleaved, per update, for the Nature network (DQN 3.0: one update every 4 agent
 steps) and the MinAtar network (one update per frame), one environment acting:
@@ -49,7 +49,7 @@ def main():
         states = make_batch(kind, 1, rng)[0][0, :, :shape[0]]  # one env's acting state
 
         def fused():
-            stats, q = agent.update(*batch, next_states=states)
+            stats, q = agent.update_then_q(*batch, states)
             float(stats.loss)
             return q
 

@@ -45,7 +45,7 @@ import tfdqn_ops  # noqa: E402
 from tfdqn_trainer import config as config_lib  # noqa: E402
 from tfdqn_trainer.build import make_agent, make_pool  # noqa: E402
 from tfdqn_trainer.envs import derive_seed  # noqa: E402
-from tfdqn_trainer.trainer import Actor, Learner, PhaseTimes  # noqa: E402
+from tfdqn_trainer.trainer import Actor, Learner, PhaseTimes, epsilon_schedule  # noqa: E402
 from tfdqn_ops import ReplayMemory  # noqa: E402
 
 EPSILON = 0.01  # DQN 3.0's RMSprop epsilon (inside the root)
@@ -135,7 +135,7 @@ def probe(init: str, updates: int, seed: int, minibatches: int, n_states: int) -
     replay = ReplayMemory(cfg.replay_memory, frame_shape=pool.codec.frame_shape,
                           history=cfg.hist_len, num_envs=1, seed=derive_seed(seed, 3))
     times = PhaseTimes()
-    actor = Actor(cfg, pool, replay, agent.q_values, times=times,
+    actor = Actor(cfg, pool, replay, agent.q_values, epsilon=epsilon_schedule(cfg), times=times,
                   rng=np.random.default_rng(derive_seed(seed, 1)))
     learner = Learner(cfg, agent, replay, pool.codec, times=times)
     pool.reset([derive_seed(seed, 2, 0)])

@@ -76,6 +76,42 @@ def test_actor_priorities_are_the_n_step_td_errors():
     assert [e[0] for e in p.entries] == [15, 16, 17]  # waiting for what follows
 
 
+def test_actor_priorities_use_the_replay_memorys_n_step_returns():
+    """The actor's Python n-step TD errors (StreamPriorities) against the C++ memory's own
+    n-step transitions of the same stream: for every transition the memory draws, its return
+    and bootstrap discount give the actor's priority."""
+    from tfdqn_ops import ReplayMemory
+    gamma, n, count = 0.95, 3, 400
+    rng = np.random.default_rng(1)
+    q = rng.normal(size=(count, 3))
+    actions = rng.integers(0, 3, count)
+    rewards = rng.choice([-1.0, 0.0, 1.0, 2.5], count)
+    terminals = rng.random(count) < 0.08
+    actor = distributed.StreamPriorities(n, gamma, 0.0, first_sequence=0)
+    memory = ReplayMemory(count + 8, (1,), 1, 1, 7, n_step=n, discount=gamma,
+                          priority_exponent=0.6)
+    for t in range(count):  # frame t holds t % 256; the index below undoes the wrap
+        actor.add(q[t], actions[t], rewards[t], terminals[t])
+        memory.add(np.array([[t % 256]], np.uint8), [actions[t]], [rewards[t]], [terminals[t]])
+    sequences, priorities = actor.ready()
+    priority_of = dict(zip(sequences, priorities))
+    checked = set()
+    for _ in range(40):
+        batch = memory.sample_batch(32, 1.0)
+        for k in range(32):
+            t = int(batch.index[k])  # the id of the t-th entry of a fresh single stream
+            assert int(batch.s[k, -1, 0]) == t % 256
+            bootstrap = 0.0
+            if batch.discount[k] != 0:  # s2 is the entry m <= n steps later
+                later = next(i for i in range(t + 1, t + n + 1)
+                             if i % 256 == batch.s2[k, -1, 0])
+                bootstrap = batch.discount[k] * q[later].max()
+            td = batch.r[k] + bootstrap - q[t, actions[t]]
+            assert priority_of[t] == pytest.approx(abs(td), rel=1e-5, abs=1e-5), t
+            checked.add(t)
+    assert len(checked) > 150  # most transitions were compared
+
+
 def run_in_thread(argv):
     result = {}
 

@@ -245,7 +245,7 @@ def test_update_can_return_the_next_actions_q_values():
     w, a, r, t = _batches(2, seed=5)
     next_states = np.random.default_rng(6).standard_normal((3, 2, 3)).astype(np.float32)
     before = agent.q_values(next_states)
-    stats, q = agent.update(w, a, r, t, next_states=next_states)
+    stats, q = agent.update_then_q(w, a, r, t, next_states)
     np.testing.assert_allclose(q, agent.q_values(next_states), rtol=1e-5, atol=1e-6)
     assert not np.allclose(q, before)  # computed after the updates, not before
 
@@ -551,6 +551,7 @@ def test_actor_runs_alone_with_any_q_function():
         return np.tile(np.array([0.0, 1.0], np.float32), (len(states), 1))  # always action 1
 
     actor = trainer_lib.Actor(cfg, pool, replay, q_values, rng=np.random.default_rng(0),
+                              epsilon=trainer_lib.epsilon_schedule(cfg),
                               times=trainer_lib.PhaseTimes())
     pool.reset([1, 2, 3])
     step, games = 0, 0
@@ -585,6 +586,7 @@ def test_replayed_transitions_hold_the_states_the_actor_acted_on():
     replay = ReplayMemory(5000, frame_shape=pool.codec.frame_shape, history=cfg.hist_len,
                           num_envs=2, seed=3)
     actor = trainer_lib.Actor(cfg, pool, replay, lambda s: np.zeros((len(s), 4), np.float32),
+                              epsilon=trainer_lib.epsilon_schedule(cfg),
                               rng=np.random.default_rng(0), times=trainer_lib.PhaseTimes())
     pool.reset([11, 12])
     # per agent step, per env: the state acted on, the action, the clipped reward and
@@ -705,11 +707,12 @@ class _CountingAgent:
     def __init__(self):
         self.calls = []
 
-    def update(self, windows, actions, rewards, terminals, next_states=None):
+    def update(self, windows, actions, rewards, terminals):
         self.calls.append(("update", len(windows)))
-        stats = agent_lib.UpdateStats(np.float32(len(windows)), np.float32(2.0))
-        if next_states is None:
-            return stats
+        return agent_lib.UpdateStats(np.float32(len(windows)), np.float32(2.0))
+
+    def update_then_q(self, windows, actions, rewards, terminals, next_states):
+        stats = self.update(windows, actions, rewards, terminals)
         return stats, np.full((len(next_states), 2), 7.0, np.float32)
 
     def copy_target(self):

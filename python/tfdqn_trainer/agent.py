@@ -440,24 +440,24 @@ class Agent:
                    if old_install else "")
                 + ". Run without --jit-compile.") from e
 
-    def update(self, windows, actions, rewards, terminals, next_states=None):
+    def update(self, windows, actions, rewards, terminals) -> UpdateStats:
         """K minibatch steps, one after the other. windows [K, B, hist + 1, ...] (the network
         input's dtype), actions int32 [K, B], rewards float32 [K, B] (clipped), terminals
-        float32 [K, B] (1: s2 is terminal).
-
-        Returns UpdateStats (mean loss, mean max Q), and with next_states [N, hist, ...] also
-        Q(next_states) [N, A] numpy from the updated network: the next action selection's
-        forward pass, in the same call (it saves a call, ~1-2 ms on CPU, per update).
-        """
+        float32 [K, B] (1: s2 is terminal). Returns UpdateStats (mean loss, mean max Q)."""
         if len(windows) == 1:
-            args = (windows[0], actions[0], rewards[0], terminals[0])
-            update, update_then_q = self._update_one_fn, self._update_one_then_q_fn
+            return self._update_one_fn(windows[0], actions[0], rewards[0], terminals[0])
+        return self._update_fn(windows, actions, rewards, terminals)
+
+    def update_then_q(self, windows, actions, rewards, terminals,
+                      next_states) -> Tuple[UpdateStats, np.ndarray]:
+        """update(), then Q(next_states) [N, A] numpy from the updated network, in the same
+        call: the next action selection's forward pass (it saves a call, ~1-2 ms on CPU, per
+        update). next_states [N, hist, ...]."""
+        if len(windows) == 1:
+            stats, q = self._update_one_then_q_fn(windows[0], actions[0], rewards[0],
+                                                  terminals[0], next_states)
         else:
-            args = (windows, actions, rewards, terminals)
-            update, update_then_q = self._update_fn, self._update_then_q_fn
-        if next_states is None:
-            return update(*args)
-        stats, q = update_then_q(*args, next_states)
+            stats, q = self._update_then_q_fn(windows, actions, rewards, terminals, next_states)
         return stats, q.numpy()
 
     def q_values(self, states) -> np.ndarray:

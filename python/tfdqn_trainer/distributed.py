@@ -254,25 +254,25 @@ class ActorWorker:
         self.pool.reset([seed(cfg.seed, 10, index, j, int(time.time() * 1e3) % 2**31
                               if any(restarted) else 0) for j in range(n)])
         self._cut_restarted_streams(restarted)
-        self.actor = trainer_lib.Actor(cfg, self.pool, self, q, times=trainer_lib.PhaseTimes(),
+        # The actor writes into the local frame stack (its histories) and tells collect()
+        # what to send; Ape-X's epsilon is fixed per actor.
+        self.actor = trainer_lib.Actor(cfg, self.pool, self.stack, q,
+                                       epsilon=lambda step: self.epsilon, on_step=self.collect,
+                                       times=trainer_lib.PhaseTimes(),
                                        rng=np.random.default_rng(seed(cfg.seed, 11, index)))
-        self.actor.epsilon = lambda step: self.epsilon  # Ape-X: fixed per actor
         self.q = q
         self.steps = 0
         self._pull_weights()
 
-    # -- what trainer.Actor calls as its "replay" ----------------------------------------------
-    def acting_states(self, frames):
-        return self.stack.acting_states(frames)
-
-    def add(self, frames, actions, rewards, terminals) -> None:
-        self.stack.add(frames, actions, rewards, terminals)
+    def collect(self, frames, actions, rewards, terminals, q) -> None:
+        """trainer.Actor's on_step: one step's transitions into the outbox, with the Q rows
+        they were acted on for their initial priorities (run() always computes Q)."""
         for j, box in enumerate(self.outbox):
             box["frames"].append(frames[j])
             box["actions"].append(int(actions[j]))
             box["rewards"].append(float(rewards[j]))
             box["terminals"].append(bool(terminals[j]))
-            self.priorities[j].add(self._q_rows[j], actions[j], rewards[j], terminals[j])
+            self.priorities[j].add(q[j], actions[j], rewards[j], terminals[j])
 
     # -- the loop -------------------------------------------------------------------------------
     def _cut_restarted_streams(self, restarted: Sequence[bool]) -> None:
@@ -331,10 +331,7 @@ class ActorWorker:
         """Acts until stopped (or max_steps agent steps, for tests); returns its steps."""
         target = None if max_steps is None else self.steps + max_steps
         while target is None or self.steps < target:
-            states = self.actor.states()
-            self._q_rows = self.q(states)
-            self.actor.prefetched_q = self._q_rows
-            result = self.actor.act(self.steps)
+            result = self.actor.act(self.steps, q=self.q(self.actor.states()))
             self.games.extend(result.finished)
             before = self.steps
             self.steps += len(self.pool)

@@ -97,40 +97,60 @@ class ActResult(NamedTuple):
     finished: List[Tuple[float, int]]  # (score, length) of the games that ended
 
 
-class Actor:
-    """Acts in cfg.num_envs environments and writes what happens to the replay memory.
+def epsilon_schedule(cfg: Config) -> Callable[[int], float]:
+    """DQN 3.0's epsilon as a function of the agent step, with the run's --ep-* settings."""
+    def epsilon(step: int) -> float:
+        return agent_lib.linearly_decaying_epsilon(
+            step, learn_start=cfg.learn_start, ep_start=cfg.ep_start, ep_end=cfg.ep_end,
+            ep_endt=cfg.ep_endt)
+    return epsilon
 
-    q_values maps decoded states [N, hist_len, ...] to Q [N, A]; rng draws exploration and
-    greedy tie-breaks.
+
+class Actor:
+    """Acts in cfg.num_envs environments and writes what happens to a replay memory.
+
+    replay: the ReplayMemory the frames go into and the acting histories come from (train.py's
+      replay; an Ape-X actor's small local one, which keeps its histories only);
+    q_values: decoded states [N, hist_len, ...] -> Q [N, A];
+    epsilon: agent step -> exploration (epsilon_schedule(cfg), or an Ape-X actor's constant);
+    on_step: if given, also called after every step as on_step(frames, actions, rewards,
+      terminals, q) with what went into the replay and the Q values the actions were chosen
+      on (None when every env explored and no Q was computed): Ape-X's outbox;
+    rng: exploration and greedy tie-breaks.
     """
 
     def __init__(self, cfg: Config, pool: EnvPool, replay, q_values: Callable, *,
-                 rng: np.random.Generator, times: PhaseTimes):
+                 epsilon: Callable[[int], float], rng: np.random.Generator,
+                 times: PhaseTimes, on_step: Optional[Callable] = None):
         self.cfg, self.pool, self.replay, self.q_values = cfg, pool, replay, q_values
+        self.epsilon, self.on_step = epsilon, on_step
         self.rng, self.times = rng, times
         self.codec = pool.codec
         # Q of states() with the current weights when the learner already computed it.
         self.prefetched_q: Optional[np.ndarray] = None
 
-    def epsilon(self, step: int) -> float:
-        cfg = self.cfg
-        return agent_lib.linearly_decaying_epsilon(
-            step, learn_start=cfg.learn_start, ep_start=cfg.ep_start, ep_end=cfg.ep_end,
-            ep_endt=cfg.ep_endt)
-
     def states(self) -> np.ndarray:
         """The network input for the environments' current frames (the last hist_len)."""
         return self.codec.decode(self.replay.acting_states(self.pool.frames))
 
-    def act(self, step: int) -> ActResult:
-        """One agent step of every environment, at agent step count `step`."""
+    def act(self, step: int, q: Optional[np.ndarray] = None) -> ActResult:
+        """One agent step of every environment, at agent step count `step`; q: Q of
+        states() if the caller has it (else prefetched_q, else computed if needed)."""
         n = len(self.pool)
         t = time.perf_counter()
         eps = self.epsilon(step)
         states = self.states()
-        q, self.prefetched_q = self.prefetched_q, None
-        q_values = self.q_values if q is None else (lambda _: q)
-        actions = agent_lib.select_actions(q_values, states, eps, self.pool.n_actions, self.rng)
+        if q is None:
+            q = self.prefetched_q
+        self.prefetched_q = None
+        computed = []
+
+        def q_values(s):
+            computed.append(self.q_values(s))
+            return computed[0]
+
+        actions = agent_lib.select_actions(q_values if q is None else (lambda _: q), states,
+                                           eps, self.pool.n_actions, self.rng)
         t = self.times.lap("act", t, n)
         frames, terminals = self.pool.frames.copy(), self.pool.terminals.copy()
         rewards, finished = self.pool.step(actions)
@@ -138,6 +158,8 @@ class Actor:
         if self.cfg.reward_clip > 0:
             rewards = np.clip(rewards, -self.cfg.reward_clip, self.cfg.reward_clip)
         self.replay.add(frames, actions, rewards, terminals)
+        if self.on_step is not None:
+            self.on_step(frames, actions, rewards, terminals, computed[0] if computed else q)
         self.times.lap("replay_add", t)
         counted = n if self.cfg.count_terminal_steps else int(self.pool.acted.sum())
         return ActResult(eps, counted, finished)
@@ -268,7 +290,7 @@ class Learner:
         if next_states is None:
             stats = self.agent.update(*args)
         else:
-            stats, next_q = self.agent.update(*args, next_states=next_states)
+            stats, next_q = self.agent.update_then_q(*args, next_states)
         self._loss_sum += float(stats.loss)
         self._q_sum += float(stats.mean_q)
         self._calls += 1

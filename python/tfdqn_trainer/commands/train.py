@@ -70,7 +70,8 @@ def main(argv=None) -> int:
     from tfdqn_trainer.build import make_agent, make_pool
     from tfdqn_trainer.logger import EtaEstimator, RunLogger, truncate_metrics
     from tfdqn_trainer.trainer import (Actor, Evaluator, Learner, PhaseTimes, TrainerState,
-                                       crossed, restore_checkpoint, save_checkpoint,
+                                       crossed, epsilon_schedule, restore_checkpoint,
+                                       save_checkpoint,
                                        stop_score_reached, write_summary)
 
     if cfg.tf_threads:
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
     except JitCompileError as e:
         config_lib.fail(str(e))
     times, stop = PhaseTimes(), StopRequest()
-    actor = Actor(cfg, pool, replay, agent.q_values, times=times,
+    actor = Actor(cfg, pool, replay, agent.q_values, epsilon=epsilon_schedule(cfg), times=times,
                   rng=np.random.default_rng(seed(cfg.seed, 1)))  # exploration, tie-breaks
     os.makedirs(cfg.run_dir, exist_ok=True)
     checkpoint.write_json_atomic(os.path.join(cfg.run_dir, "config.json"),
