@@ -35,3 +35,22 @@ def test_host_programs(source_tree, tmp_path, program):
     result = subprocess.run([str(build / program)], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0 and "PASSED" in result.stdout, result.stdout[-3000:]
+
+
+def test_source_tree_without_compiled_modules_explains_itself(source_tree):
+    """Importing the unbuilt source tree (tfdqn_ops without its .so files) still imports,
+    and the replay memory says how to fix it, from the constructor and from load."""
+    import subprocess
+    import sys
+    script = ("import tfdqn_ops\n"
+              "for call in (lambda: tfdqn_ops.ReplayMemory(10), "
+              "lambda: tfdqn_ops.ReplayMemory.load('x')):\n"
+              "    try:\n"
+              "        call()\n"
+              "    except ImportError as e:\n"
+              "        print('ImportError:', e)\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=source_tree, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-800:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("ImportError")]
+    assert len(lines) == 2 and all("reinstall with `pip install .`" in line for line in lines)

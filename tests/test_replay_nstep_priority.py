@@ -223,8 +223,8 @@ def test_overwritten_ids_are_ignored_and_bad_updates_change_nothing():
         ([current[0], current[1]], [1.0, 0.0], r"priorities\[1\] = 0 is not a finite value > 0"),
         ([current[0]], [np.nan], r"priorities\[0\] = nan"),
         ([current[0]], [-2.0], r"priorities\[0\] = -2"),
-        ([current[0], 10**9], [1.0, 1.0], r"indices\[1\] = 1000000000 was never returned"),
-        ([-1], [1.0], r"indices\[0\] = -1 was never returned"),
+        ([current[0], 10**9], [1.0, 1.0], r"indices\[1\] = 1000000000 is not the id of any entry"),
+        ([-1], [1.0], r"indices\[0\] = -1 is not the id of any entry"),
         ([current[0]], [1.0, 2.0], r"priorities: expected shape \[1\] \(that of indices\)"),
         ([[current[0]]], [1.0], r"indices: expected a 1-D array"),
     ]
@@ -413,3 +413,32 @@ def test_numpy_prioritized_benchmark_baseline_follows_the_same_rules(history, n_
     dof = len(index) - 1
     chi2 = np.sum((counts - draws * expected) ** 2 / (draws * expected))
     assert chi2 < dof + 6 * np.sqrt(2 * dof)
+
+
+def test_update_priorities_contract_stored_but_invalid_ids_duplicates_and_max():
+    """The rules replay.py states: ids of stored entries that are not valid transitions are
+    ignored and not counted, a duplicate id takes the later priority, max_priority is
+    max(1, every priority ever set) and a new transition starts there, num_valid_windows
+    counts n-step transitions and sample() refuses an n-step memory."""
+    mem = ReplayMemory(100, (1,), 1, 1, 0, n_step=3, discount=0.9, priority_exponent=0.6)
+    for t in range(10):  # entry 5 is terminal; transitions 7, 8, 9 wait for entries 10-12
+        mem.add(np.array([[t]], np.uint8), [0], [1.0], [t == 5])
+    # valid: t = 0..4 (t = 2..4 stop at the terminal), 6
+    assert mem.num_valid_windows == 6
+    np.testing.assert_array_equal(mem.priorities(np.arange(10)) > 0,
+                                  [1, 1, 1, 1, 1, 0, 1, 0, 0, 0])
+    assert mem.update_priorities(np.array([5, 7, 8, 9]), np.full(4, 2.0)) == 0
+    assert mem.max_priority == 1.0  # nothing was set
+    assert mem.update_priorities(np.array([0, 0, 1]), np.array([3.0, 0.5, 0.25])) == 3
+    np.testing.assert_array_equal(mem.priorities(np.array([0, 1])), [0.5, 0.25])
+    assert mem.max_priority == 3.0  # the replaced 3.0 counts
+    mem.add(np.array([[10]], np.uint8), [0], [1.0], [False])  # completes transition 7
+    assert mem.priorities(np.array([7]))[0] == 3.0
+    with pytest.raises(ValueError, match="serves n_step = 1 with uniform sampling"):
+        mem.sample(2)
+    low = ReplayMemory(100, (1,), 1, 1, 0, priority_exponent=0.6)
+    for t in range(3):
+        low.add(np.array([[t]], np.uint8), [0], [1.0], [False])
+    low.update_priorities(np.array([0, 1]), np.array([0.25, 0.5]))
+    low.add(np.array([[3]], np.uint8), [0], [1.0], [False])  # completes transition 2
+    assert low.max_priority == 1.0 and low.priorities(np.array([2]))[0] == 1.0

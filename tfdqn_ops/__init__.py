@@ -16,10 +16,17 @@ try:
 except ImportError as _replay_error:  # the pybind11 module was not built
     _replay_reason = str(_replay_error)
 
+    def _unavailable():
+        return ImportError(
+            "tfdqn_ops.ReplayMemory is unavailable: the compiled module tfdqn_ops._replay "
+            f"could not be imported ({_replay_reason}); reinstall with `pip install .`")
+
     class ReplayMemory:  # noqa: D101 - stands in to explain the failure on use
         def __init__(self, *args, **kwargs):
-            raise ImportError(
-                "tfdqn_ops.ReplayMemory is unavailable: the compiled module tfdqn_ops._replay "
-                f"could not be imported ({_replay_reason}); reinstall with `pip install .`")
+            raise _unavailable()
+
+        @staticmethod
+        def load(*args, **kwargs):
+            raise _unavailable()
 
 __all__ = ["DqnTargets", "ReplayMemory", "dqn_targets", "reference", "uses_compiled_op"]

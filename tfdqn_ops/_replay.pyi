@@ -1,4 +1,5 @@
-"""Type stub of the compiled tfdqn_ops._replay module (docs: tfdqn_ops/replay.py)."""
+"""Type stub of the compiled tfdqn_ops._replay module. The contract (rules, ids, errors): the
+docstring of tfdqn_ops/replay.py, its one copy."""
 
 import os
 from typing import NamedTuple, Optional, Sequence, Tuple, Union

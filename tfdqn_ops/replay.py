@@ -33,16 +33,22 @@ DQN 3.0's transition (the same draws for the same seed).
 
 Prioritized sampling (`priority_exponent=alpha > 0`; Schaul et al. 2016, "Prioritized
 Experience Replay", proportional variant): every valid transition has a priority p > 0
-(a new one the largest priority set so far, 1 at first) and is drawn with probability
+(a new one gets `max_priority`: max(1, every priority ever set, including one replaced
+later)) and is drawn with probability
 `P(i) = p_i^alpha / sum_j p_j^alpha`, from a sum tree over the slots, stratified (draw b
 of a batch of B comes from the b-th of B equal parts of the total). A transition that is
 not valid, or no longer (its history overwritten), has priority 0 and is never drawn.
 `sample_batch(B, importance_exponent=beta)` returns the transitions' ids
 (`index`) and importance weights `(N * P(i))^-beta / max_j (N * P(j))^-beta` over all N
 valid transitions (at most 1); `update_priorities(index, priorities)` sets new priorities
-(finite, > 0; e.g. |TD error| + a small epsilon). Ids of transitions overwritten since
-they were sampled are ignored (the count of priorities set is returned); an id this
-memory never returned, or a bad priority, raises ValueError before anything changes.
+(finite, > 0; e.g. |TD error| + a small epsilon) and returns how many it set. The id of
+the transition whose s ends at the k-th entry of stream e is `k * num_envs + e`. An id whose
+entry is stored but is not a valid transition (a terminal entry, one still waiting for its
+n entries, or one overwritten since) is ignored and not counted: producers may send
+priorities as their transitions complete. An id no entry ever had (negative, or beyond the
+entries added), a bad priority, or a uniform memory (`priority_exponent` 0) raises
+ValueError before anything changes. An id given twice in one call gets the later priority.
+`num_valid_windows` counts the transitions that can be drawn (n-step ones for n > 1).
 Priorities and the two trees (sum and min) cost 40 bytes per transition: 1M Atari
 transitions take 7.107 GB in all.
 

@@ -637,7 +637,8 @@ int64_t ReplayMemory::UpdatePriorities(const int64_t* ids, const double* priorit
     const int64_t e = ids[k] >= 0 ? ids[k] % num_envs_ : 0;
     if (ids[k] < 0 || ids[k] / num_envs_ >= segments_[e].added) {
       throw std::invalid_argument("indices[" + std::to_string(k) + "] = " + std::to_string(ids[k]) +
-                                  " was never returned by sample_batch of this memory");
+                                  " is not the id of any entry added to this memory (the k-th "
+                                  "entry of stream e has id k * num_envs + e)");
     }
   }
   int64_t set = 0;
