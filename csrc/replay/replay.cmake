@@ -2,10 +2,14 @@
 #
 # Included by the top-level CMakeLists.txt after find_package(pybind11 CONFIG
 # REQUIRED); TFDQN_OUTPUT_DIR is where the package's compiled files go.
-# The core (replay_memory.cc) is plain C++17 without Python or TensorFlow.
+# The core (replay_memory.cc: the memory; replay_file.cc: save and load; xoshiro256.cc,
+# xxh64.cc: its random numbers and checksum) is plain C++17 without Python or TensorFlow.
 
 pybind11_add_module(_replay MODULE
   ${CMAKE_CURRENT_LIST_DIR}/replay_memory.cc
+  ${CMAKE_CURRENT_LIST_DIR}/replay_file.cc
+  ${CMAKE_CURRENT_LIST_DIR}/xoshiro256.cc
+  ${CMAKE_CURRENT_LIST_DIR}/xxh64.cc
   ${CMAKE_CURRENT_LIST_DIR}/replay_bindings.cc
 )
 target_include_directories(_replay PRIVATE ${CMAKE_CURRENT_LIST_DIR})

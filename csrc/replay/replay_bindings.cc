@@ -181,15 +181,9 @@ py::tuple ShapeTuple(const std::vector<int64_t>& shape) {
   return t;
 }
 
-}  // namespace
-}  // namespace tfdqn
-
-PYBIND11_MODULE(_replay, m) {
-  using tfdqn::ReplayMemory;
-  m.doc() =
-      "DQN 3.0 replay memory (one frame per transition) in C++; see "
-      "tfdqn_ops.replay for the documentation.";
-
+// IoError -> OSError (with errno, so FileNotFoundError and the like), FormatError ->
+// ValueError.
+void BindErrors() {
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
@@ -201,13 +195,18 @@ PYBIND11_MODULE(_replay, m) {
       PyErr_SetString(PyExc_ValueError, e.what());
     }
   });
+}
 
+// What sample_batch returns: a namedtuple, so that it unpacks and pickles as plain data.
+void BindReplayBatch(py::module_& m) {
   m.attr("ReplayBatch") =
       py::module_::import("collections")
           .attr("namedtuple")("ReplayBatch", py::make_tuple("s", "a", "r", "s2", "term", "discount",
                                                             "index", "weight"));
   m.attr("ReplayBatch").attr("__module__") = "tfdqn_ops.replay";
+}
 
+void BindReplayMemory(py::module_& m) {
   py::class_<ReplayMemory>(m, "ReplayMemory")
       .def(py::init([](int64_t capacity, py::handle frame_shape, int64_t history, int64_t num_envs,
                        py::handle seed, int64_t n_step, double discount, double priority_exponent) {
@@ -502,7 +501,9 @@ PYBIND11_MODULE(_replay, m) {
                     : std::string()) +
                ") with " + std::to_string(self.size()) + " entries";
       });
+}
 
+void BindChecksum(py::module_& m) {
   m.def(
       "_xxh64",
       [](py::bytes data, uint64_t seed) {
@@ -511,4 +512,17 @@ PYBIND11_MODULE(_replay, m) {
       },
       py::arg("data"), py::arg("seed") = 0,
       "XXH64 of bytes (the save file checksum); exposed for tests.");
+}
+
+}  // namespace
+}  // namespace tfdqn
+
+PYBIND11_MODULE(_replay, m) {
+  m.doc() =
+      "DQN 3.0 replay memory (one frame per transition) in C++; see "
+      "tfdqn_ops.replay for the documentation.";
+  tfdqn::BindErrors();
+  tfdqn::BindReplayBatch(m);
+  tfdqn::BindReplayMemory(m);
+  tfdqn::BindChecksum(m);
 }

@@ -48,6 +48,8 @@
 #include <vector>
 
 #include "sum_tree.h"
+#include "xoshiro256.h"
+#include "xxh64.h"
 
 namespace tfdqn {
 
@@ -70,38 +72,6 @@ class FormatError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
-
-// xoshiro256** (Blackman & Vigna), seeded by expanding a 64-bit seed with
-// splitmix64. Its whole state is four words, saved exactly in the file.
-class Xoshiro256 {
- public:
-  explicit Xoshiro256(uint64_t seed = 0);
-  uint64_t Next();
-  // Uniform integer in [0, n), n > 0: Lemire's multiply-shift with rejection
-  // (tests/replay_reference.py implements the same draw sequence).
-  uint64_t Below(uint64_t n);
-  const std::array<uint64_t, 4>& state() const { return s_; }
-  void set_state(const std::array<uint64_t, 4>& s) { s_ = s; }
-
- private:
-  std::array<uint64_t, 4> s_;
-};
-
-// XXH64 (the xxHash 64-bit algorithm), streaming. Used as the file checksum.
-class Xxh64 {
- public:
-  explicit Xxh64(uint64_t seed = 0);
-  void Update(const void* data, size_t len);
-  uint64_t Digest() const;
-
- private:
-  uint64_t v_[4];
-  uint64_t seed_;
-  uint64_t total_len_ = 0;
-  unsigned char buf_[32];
-  size_t buf_len_ = 0;
-};
-uint64_t HashXxh64(const void* data, size_t len, uint64_t seed = 0);
 
 // Options beyond DQN 3.0's memory; the defaults are DQN 3.0's.
 struct ReplayOptions {
@@ -236,6 +206,11 @@ class ReplayMemory {
   // Whether the transition at logical position t of seg can be drawn.
   bool ValidTransitionLocked(const Segment& seg, int64_t t) const;
   void SetPriorityLocked(int64_t slot, double priority);
+  // Load's parts (replay_file.cc): the streams' positions from a file header (returns the
+  // payload bytes they imply), and the loaded entries checked, the priority trees rebuilt.
+  uint64_t AdoptStreams(const std::vector<std::array<uint64_t, 2>>& positions,
+                        const std::vector<uint64_t>& added, const std::string& where);
+  void CheckLoadedEntries(const std::string& where);
   int64_t CandidatesLocked(const Segment& seg) const;
   int64_t ValidLocked(const Segment& seg) const;
   int64_t NumValidLocked() const;
