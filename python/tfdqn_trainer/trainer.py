@@ -352,6 +352,17 @@ class Evaluator:
                                run_seconds=time.time() - run_started))
 
 
+def close_log(log, state: TrainerState, stop, program: str, run_dir: str, done: str) -> None:
+    """A run's last message, then the log closed: after a stop request (SIGINT/SIGTERM) how
+    to continue the run, else `done`."""
+    if stop:
+        log.message(f"stopped by {stop.signal_name} at step {state.step:,}; continue with: "
+                    f"python python/{program} --resume {run_dir}")
+    else:
+        log.message(done)
+    log.close()
+
+
 def write_summary(log, state: TrainerState, epsilon: float, learner: Learner,
                   times: PhaseTimes, replay_size: int) -> None:
     """The periodic summary (metrics.jsonl, TensorBoard, the progress line), then a fresh

@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     from tfdqn_trainer.build import make_agent, make_pool, network_factory
     from tfdqn_trainer.envs import derive_seed as seed
     from tfdqn_trainer.logger import EtaEstimator, RunLogger, truncate_metrics
-    from tfdqn_trainer.trainer import (TrainerState, crossed, importance_exponent,
+    from tfdqn_trainer.trainer import (TrainerState, close_log, crossed, importance_exponent,
                                        record_evaluation, stop_score_reached,
                                        weighted_update)
 
@@ -309,13 +309,10 @@ def main(argv=None) -> int:
     state.train_seconds = time.time() - started
     if saved_at != state.step:
         save()
-    if stop:
-        log.message(f"stopped by {stop.signal_name} at step {state.step:,}; continue with: "
-                    f"python python/apex.py --resume {cfg.run_dir}")
-    else:
-        log.message(f"done: {state.step:,} agent steps, {state.updates:,} updates in "
-                    f"{state.train_seconds:.0f} s; last evaluation {state.last_eval}")
-    log.close()
+    close_log(log, state, stop, "apex.py", cfg.run_dir,
+              f"done: {state.step:,} agent steps, {state.updates:,} updates in "
+              f"{state.train_seconds:.0f} s; last evaluation {state.last_eval}, best "
+              f"{state.best_score}")
     for handle in (replay, params, evaluator):
         if handle is not None:
             ray.kill(handle)

@@ -70,8 +70,8 @@ def main(argv=None) -> int:
     from tfdqn_trainer.build import make_agent, make_pool
     from tfdqn_trainer.logger import EtaEstimator, RunLogger, truncate_metrics
     from tfdqn_trainer.trainer import (Actor, Evaluator, Learner, PhaseTimes, TrainerState,
-                                       crossed, epsilon_schedule, restore_checkpoint,
-                                       save_checkpoint,
+                                       close_log, crossed, epsilon_schedule,
+                                       restore_checkpoint, save_checkpoint,
                                        stop_score_reached, write_summary)
 
     if cfg.tf_threads:
@@ -157,13 +157,9 @@ def main(argv=None) -> int:
     state.train_seconds = time.time() - started
     if saved_at != state.step:
         save()
-    if stop:
-        log.message(f"stopped by {stop.signal_name} at step {state.step:,}; continue with: "
-                    f"python python/train.py --resume {cfg.run_dir}")
-    else:
-        log.message(f"done: {state.step:,} steps in {state.train_seconds:.0f} s; best "
-                    f"evaluation {state.best_score}")
-    log.close()
+    close_log(log, state, stop, "train.py", cfg.run_dir,
+              f"done: {state.step:,} steps in {state.train_seconds:.0f} s; best evaluation "
+              f"{state.best_score}")
     pool.close()
     eval_pool.close()
     return 0
