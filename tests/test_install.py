@@ -46,3 +46,16 @@ def test_console_script_reports_bad_input_with_exit_code_2(tmp_path):
                             timeout=180)
     assert result.returncode == 2
     assert "--steps must be a positive integer, got -5" in result.stderr
+
+
+def test_version_has_one_source():
+    """tfdqn_ops.__version__ is the installed distribution's, which is pyproject.toml's."""
+    import pathlib
+    import re
+    from importlib import metadata
+
+    import tfdqn_ops
+    pyproject = (pathlib.Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    declared = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)
+    assert tfdqn_ops.__version__ == metadata.version("tfdqn_ops") == declared
+    assert metadata.metadata("tfdqn_ops")["License-Expression"] == "Apache-2.0"

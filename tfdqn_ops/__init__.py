@@ -9,7 +9,16 @@ from tfdqn_ops import reference
 from tfdqn_ops._common import DqnTargets
 from tfdqn_ops.ops import dqn_targets, uses_compiled_op
 
-__version__ = "0.1.0"
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml is its one source)."""
+    from importlib import metadata
+    try:
+        return metadata.version("tfdqn_ops")
+    except metadata.PackageNotFoundError:  # the source tree, never installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 try:
     from tfdqn_ops.replay import ReplayMemory
