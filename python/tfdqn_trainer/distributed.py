@@ -374,3 +374,131 @@ class EvalWorker:
                           seeds=[seed(cfg.seed, 4, index, i) for i in range(cfg.eval_envs)],
                           steps=cfg.eval_steps)
         return result.record()
+
+
+# --------------------------------------------------------------------------------------------
+# The learner's side (the apex command's process)
+
+
+class Cluster:
+    """A run's Ray actors as the learner sees them: the replay server, the parameter server
+    and the evaluator on the learner's node, and --actors actor workers anywhere."""
+
+    def __init__(self, cfg, cfg_json: str, frame_shape, seed: int):
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        # The replay, the parameter server and the evaluator ask for no CPU and stay on this
+        # node (the learner pulls a minibatch of frames from the replay for every update):
+        # Ray counts CPUs to place work, and the actors (one CPU each) should spread.
+        here = dict(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False))
+        self.cfg, self.cfg_json = cfg, cfg_json
+        self.replay = ReplayServer.options(**here).remote(
+            capacity=cfg.replay_memory, frame_shape=frame_shape, history=cfg.hist_len,
+            num_streams=cfg.actors * cfg.num_envs, seed=seed, n_step=cfg.n_step,
+            discount=cfg.discount, priority_exponent=cfg.priority_exponent)
+        self.params = ParameterServer.options(**here).remote()
+        self.evaluator = EvalWorker.options(**here).remote(cfg_json) if cfg.eval_freq else None
+        self.version = 0
+        self.workers: List = []
+        self.running: Dict = {}
+
+    def publish(self, weights, version: Optional[int] = None) -> None:
+        """The learner's weights for the actors (one ray.put, fetched by each actor)."""
+        self.version = self.version + 1 if version is None else version
+        ray.get(self.params.set.remote(self.version, [ray.put(weights)]))
+
+    def start_actors(self) -> None:
+        # Named apex-actor-<i>-<run token> so that tools and tests can find them;
+        # max_concurrency 2: run() never returns, and where() must still be answerable.
+        token = os.urandom(4).hex()
+        self.workers = [ActorWorker.options(
+            num_cpus=1, max_restarts=-1, max_concurrency=2, name=f"apex-actor-{i}-{token}"
+        ).remote(cfg_json=self.cfg_json, index=i, replay=self.replay, params=self.params)
+            for i in range(self.cfg.actors)]
+        self.running = {w.run.remote(): i for i, w in enumerate(self.workers)}
+
+    def restart_stopped_actors(self) -> List[Tuple[int, str]]:
+        """Actors whose loop ended (Ray restarts a dead process): their loops started again.
+        Returns (index, what stopped it) for each."""
+        done, _ = ray.wait(list(self.running), num_returns=len(self.running), timeout=0)
+        stopped = []
+        for ref in done:
+            i = self.running.pop(ref)
+            try:
+                ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+                stopped.append((i, type(e).__name__))
+            self.running[self.workers[i].run.remote()] = i
+        return stopped
+
+    def stop_actors(self) -> None:
+        """The actors stop adding (before the last checkpoint is saved)."""
+        for worker in self.workers:
+            ray.kill(worker)
+        self.workers, self.running = [], {}
+
+    def shutdown(self) -> None:
+        """The servers and the evaluator go too (the actors: stop_actors)."""
+        self.stop_actors()
+        for handle in (self.replay, self.params, self.evaluator):
+            if handle is not None:
+                ray.kill(handle)
+
+
+class RemoteLearning:
+    """The learner's loop over the replay server: two sample requests kept in flight, one
+    weighted update per batch, the new priorities sent back (at most 4 outstanding), the
+    target copied every --target-q / --update-freq updates (Ape-X's 2,500 with DQN 3.0's
+    numbers) and the weights published every --weights-every."""
+
+    def __init__(self, cfg, agent, codec, cluster: Cluster):
+        self.cfg, self.agent, self.codec, self.cluster = cfg, agent, codec, cluster
+        self.copy_every = max(1, cfg.target_q // cfg.update_freq)
+        self.samples: List = []
+        self.priority_updates: List = []
+
+    def update(self, state) -> None:
+        """One update, if the replay had a batch; counts it in state.updates."""
+        from tfdqn_trainer.trainer import importance_exponent, weighted_update
+        cfg, replay = self.cfg, self.cluster.replay
+        while len(self.samples) < 2:
+            self.samples.append(replay.sample.remote(cfg.minibatch_size,
+                                                     importance_exponent(cfg, state.step)))
+        batch = ray.get(self.samples.pop(0))
+        if batch is None:
+            return
+        _, priorities = weighted_update(cfg, self.agent, self.codec, batch)
+        self.priority_updates.append(replay.update_priorities.remote(batch.index, priorities))
+        if len(self.priority_updates) > 4:
+            _, self.priority_updates = ray.wait(self.priority_updates, num_returns=1)
+        state.updates += 1
+        if state.updates % self.copy_every == 0:
+            self.agent.copy_target()
+        if state.updates % cfg.weights_every == 0:
+            self.cluster.publish(self.agent.online.get_weights())
+
+
+class RemoteEvaluations:
+    """Evaluations on the cluster's evaluator, one at a time, while the learner goes on; the
+    network an evaluation played is what becomes the best network."""
+
+    def __init__(self, cfg, cluster: Cluster, played):
+        self.cfg, self.cluster, self.played = cfg, cluster, played  # played: a Keras model
+        self.pending = None  # (result reference, the weights it plays)
+
+    def start(self, state, weights) -> None:
+        if self.cluster.evaluator is None or self.pending is not None:
+            return
+        self.pending = (self.cluster.evaluator.evaluate.remote([ray.put(weights)],
+                                                               state.eval_index), weights)
+
+    def collect(self, state, log, run_started: float) -> None:
+        """A finished evaluation into the state and the log (and the best network)."""
+        from tfdqn_trainer.trainer import record_evaluation
+        if self.pending is None or not ray.wait([self.pending[0]], timeout=0)[0]:
+            return
+        record = ray.get(self.pending[0])
+        self.played.set_weights(self.pending[1])
+        self.pending = None
+        record_evaluation(self.cfg, state, self.played, record["eval_mean_score"], log,
+                          dict(record, run_seconds=time.time() - run_started))

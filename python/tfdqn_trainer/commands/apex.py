@@ -144,9 +144,7 @@ def main(argv=None) -> int:
     from tfdqn_trainer.build import make_agent, make_pool, network_factory
     from tfdqn_trainer.envs import derive_seed as seed
     from tfdqn_trainer.logger import EtaEstimator, RunLogger, truncate_metrics
-    from tfdqn_trainer.trainer import (TrainerState, close_log, crossed, importance_exponent,
-                                       record_evaluation, stop_score_reached,
-                                       weighted_update)
+    from tfdqn_trainer.trainer import TrainerState, close_log, crossed, stop_score_reached
 
     try:
         started_ray = start_ray(cfg)
@@ -157,63 +155,33 @@ def main(argv=None) -> int:
     probe = make_pool(cfg, 1, training=True)  # the observation and action spaces
     codec = probe.codec
     _, agent = make_agent(cfg, probe)
-    evaluated = network_factory(cfg, probe)[2]()  # holds the weights an evaluation played
+    played = network_factory(cfg, probe)[2]()  # holds the weights an evaluation played
     probe.close()
-    streams = cfg.actors * cfg.num_envs
-    # The replay server, the parameter server and the evaluator run on the learner's node
-    # (the learner pulls a minibatch of frames from the replay for every update) and ask
-    # for no CPU: Ray counts CPUs to place work, and the actors (one CPU each) are what
-    # should spread over a cluster.
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-    here = dict(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-        ray.get_runtime_context().get_node_id(), soft=False))
-    replay = distributed.ReplayServer.options(**here).remote(
-        capacity=cfg.replay_memory, frame_shape=codec.frame_shape, history=cfg.hist_len,
-        num_streams=streams, seed=seed(cfg.seed, 3), n_step=cfg.n_step, discount=cfg.discount,
-        priority_exponent=cfg.priority_exponent)
-    params = distributed.ParameterServer.options(**here).remote()
+    cluster = distributed.Cluster(cfg, cfg_json, codec.frame_shape, seed(cfg.seed, 3))
     os.makedirs(cfg.run_dir, exist_ok=True)
     checkpoint.write_json_atomic(os.path.join(cfg.run_dir, "config.json"),
                                  config_lib.config_to_json(cfg))
-    state = TrainerState()
-    version = 0
+    state, version = TrainerState(), None
     if cfg.resume:
         path = checkpoint.latest(cfg.run_dir)
         agent.read(checkpoint.agent_prefix(path))
-        ray.get(replay.load.remote(checkpoint.replay_path(path)))
+        ray.get(cluster.replay.load.remote(checkpoint.replay_path(path)))
         saved = checkpoint.load_trainer_state(path)
-        state = TrainerState.from_dict(saved["trainer"])
-        version = saved["version"]
-        ray.get(replay.set_received.remote(state.step))
+        state, version = TrainerState.from_dict(saved["trainer"]), saved["version"] + 1
+        ray.get(cluster.replay.set_received.remote(state.step))
         truncate_metrics(cfg.run_dir, state.step)
         print(f"resuming {cfg.run_dir} from step {state.step:,} ({path})", flush=True)
-
-    def publish() -> None:
-        nonlocal version
-        version += 1
-        ray.get(params.set.remote(version, [ray.put(agent.online.get_weights())]))
-
-    publish()
-    # Named (apex-actor-<i>-<run token>) so that tools and tests can find them.
-    token = os.urandom(4).hex()
-    # max_concurrency 2: run() never returns, and where() must still be answerable.
-    workers = [distributed.ActorWorker.options(
-        num_cpus=1, max_restarts=-1, max_concurrency=2, name=f"apex-actor-{i}-{token}"
-    ).remote(cfg_json=cfg_json, index=i, replay=replay, params=params)
-        for i in range(cfg.actors)]
-    running = {w.run.remote(): i for i, w in enumerate(workers)}
-    evaluator = distributed.EvalWorker.options(**here).remote(cfg_json) \
-        if cfg.eval_freq else None
-    pending_eval = None
+    cluster.publish(agent.online.get_weights(), version)
+    cluster.start_actors()
+    learning = distributed.RemoteLearning(cfg, agent, codec, cluster)
+    evaluations = distributed.RemoteEvaluations(cfg, cluster, played)
     log = RunLogger(cfg.run_dir, cfg.steps, state.step,
                     eta=EtaEstimator(cfg.steps, learn_start=cfg.learn_start,
                                      eval_freq=cfg.eval_freq, save_freq=cfg.save_freq))
     print(f"Ape-X on Ray: {cfg.actors} actors x {cfg.num_envs} envs of {cfg.env}, replay "
-          f"{cfg.replay_memory:,}, n-step {cfg.n_step}; run dir {cfg.run_dir}", flush=True)
+          f"{cfg.replay_memory:,}, n-step {cfg.n_step}, prioritized; run dir {cfg.run_dir}",
+          flush=True)
 
-    copy_every = max(1, cfg.target_q // cfg.update_freq)
-    samples = []  # sample requests in flight: the learner never waits for one it could ask
-    priority_updates = []
     started = time.time() - state.train_seconds
     last_stats, last_updates, restarts = time.time(), state.updates, 0
     last_ask, stats = 0.0, dict(received=state.step, size=0, valid=0, games=[])
@@ -221,66 +189,33 @@ def main(argv=None) -> int:
     def save() -> None:
         t = time.perf_counter()
         path = checkpoint.save(cfg.run_dir, state.step, agent,
-                               dict(trainer=state.to_dict(), version=version),
-                               ReplayProxy(replay))
+                               dict(trainer=state.to_dict(), version=cluster.version),
+                               ReplayProxy(cluster.replay))
         log.eta.checkpoint_took(time.perf_counter() - t)
         log.message(f"checkpoint {path} ({time.perf_counter() - t:.1f} s)")
 
     saved_at = state.step
     while state.step < cfg.steps and not stop:
-        # ---- actors that died: Ray restarts the process; start its loop again ----------------
-        done, _ = ray.wait(list(running), num_returns=len(running), timeout=0)
-        for ref in done:
-            i = running.pop(ref)
-            try:
-                ray.get(ref)
-            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
-                restarts += 1
-                log.message(f"actor {i} stopped ({type(e).__name__}); restarting it")
-            running[workers[i].run.remote()] = i
-
-        # ---- what the actors sent (asked a few times a second: each ask is a round trip) ----
+        for i, why in cluster.restart_stopped_actors():  # Ray restarted a dead process
+            restarts += 1
+            log.message(f"actor {i} stopped ({why}); restarting it")
+        # what the actors sent (asked a few times a second: each ask is a round trip)
         before = state.step
         if time.time() - last_ask >= 0.2:
             last_ask = time.time()
-            stats = ray.get(replay.stats.remote())
+            stats = ray.get(cluster.replay.stats.remote())
             state.step = stats["received"]
             for score, length in stats["games"]:
                 log.game(state.step, score, length, state.record_game(score))
-
-        # ---- learn -------------------------------------------------------------------------------
         if stats["valid"] > 0 and stats["size"] >= cfg.learn_start:
-            beta = importance_exponent(cfg, state.step)
-            while len(samples) < 2:
-                samples.append(replay.sample.remote(cfg.minibatch_size, beta))
-            batch = ray.get(samples.pop(0))
-            if batch is not None:
-                _, priorities = weighted_update(cfg, agent, codec, batch)
-                priority_updates.append(replay.update_priorities.remote(batch.index,
-                                                                        priorities))
-                if len(priority_updates) > 4:
-                    _, priority_updates = ray.wait(priority_updates, num_returns=1)
-                state.updates += 1
-                if state.updates % copy_every == 0:
-                    agent.copy_target()
-                if state.updates % cfg.weights_every == 0:
-                    publish()
+            learning.update(state)
         else:
             time.sleep(0.05)  # waiting for the actors to fill the replay
 
         # ---- evaluate, save, report ----------------------------------------------------------
-        if evaluator is not None:
-            if pending_eval is not None and ray.wait([pending_eval[0]], timeout=0)[0]:
-                record = ray.get(pending_eval[0])
-                evaluated.set_weights(pending_eval[1])  # the best network is the one played
-                pending_eval = None
-                record_evaluation(cfg, state, evaluated, record["eval_mean_score"], log,
-                                  dict(record, run_seconds=time.time() - started))
-            if crossed(before, state.step, cfg.eval_freq) and state.step > cfg.learn_start \
-                    and pending_eval is None:
-                weights = agent.online.get_weights()
-                pending_eval = (evaluator.evaluate.remote([ray.put(weights)], state.eval_index),
-                                weights)
+        evaluations.collect(state, log, started)
+        if crossed(before, state.step, cfg.eval_freq) and state.step > cfg.learn_start:
+            evaluations.start(state, agent.online.get_weights())
         state.train_seconds = time.time() - started
         if crossed(before, state.step, cfg.save_freq):
             save()
@@ -304,8 +239,7 @@ def main(argv=None) -> int:
             break
 
     # ---- stop every actor, save, leave no process behind ----------------------------------------
-    for w in workers:
-        ray.kill(w)
+    cluster.stop_actors()
     state.train_seconds = time.time() - started
     if saved_at != state.step:
         save()
@@ -313,9 +247,7 @@ def main(argv=None) -> int:
               f"done: {state.step:,} agent steps, {state.updates:,} updates in "
               f"{state.train_seconds:.0f} s; last evaluation {state.last_eval}, best "
               f"{state.best_score}")
-    for handle in (replay, params, evaluator):
-        if handle is not None:
-            ray.kill(handle)
+    cluster.shutdown()
     if started_ray:
         ray.shutdown()
     return 0
