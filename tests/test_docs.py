@@ -10,7 +10,7 @@ import shlex
 import pytest
 
 from tfdqn_trainer import config as config_lib
-from tfdqn_trainer.commands import evaluate, plot
+from tfdqn_trainer.commands import evaluate, export, plot
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -25,6 +25,7 @@ PARSERS = {
     "apex": _parse_train,  # one Config: Ape-X's settings are its fields
     "evaluate": lambda argv: evaluate.build_parser().parse_args(argv),
     "plot": lambda argv: plot.build_parser().parse_args(argv),
+    "export": lambda argv: export.build_parser().parse_args(argv),
 }
 
 
@@ -48,9 +49,10 @@ def _invocations(line):
         except ValueError:
             continue
         for i, word in enumerate(words):
-            match = (re.fullmatch(r"tfdqn-(train|apex|evaluate|plot)", word)
+            match = (re.fullmatch(r"tfdqn-(train|apex|evaluate|plot|export)", word)
                      or (word.startswith("python/") and i > 0 and words[i - 1] == "python"
-                         and re.fullmatch(r"python/(train|apex|evaluate|plot)\.py", word)))
+                         and re.fullmatch(r"python/(train|apex|evaluate|plot|export)\.py",
+                                          word)))
             if match:
                 found.append((match.group(1), words[i + 1:]))
                 break
@@ -79,7 +81,9 @@ def test_documented_command_parses(page, program, argv):
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_relative_links_point_at_files(page):
-    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)  # code is not links
+    text = re.sub(r"`[^`]*`", "", text)
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
         if re.match(r"[a-z]+://", target):
             continue
         assert (page.parent / target).exists(), f"{page.name}: broken link {target}"

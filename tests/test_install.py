@@ -13,6 +13,7 @@ COMMANDS = {  # console script: a flag its --help must list
     "tfdqn-evaluate": "--episodes",
     "tfdqn-apex": "--actors",
     "tfdqn-plot": "--statistic",
+    "tfdqn-export": "--latest",
 }
 
 

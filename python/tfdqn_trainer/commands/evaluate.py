@@ -42,22 +42,40 @@ def parse_args(argv=None):
         raise ConfigError(f"--episodes must be a positive integer, got {args.episodes}")
     if args.epsilon is not None and not 0.0 <= args.epsilon <= 1.0:
         raise ConfigError(f"--epsilon must be in [0, 1], got {args.epsilon}")
-    path = os.path.join(args.run_dir, "config.json")
+    return args, read_run_config(args.run_dir, args.latest)
+
+
+def read_run_config(run_dir: str, latest: bool) -> config_lib.Config:
+    """The Config of a run that has a network to play (its best, or with `latest` or
+    without a best its latest checkpoint's), or ConfigError saying what is missing."""
+    path = os.path.join(run_dir, "config.json")
     if not os.path.isfile(path):
-        raise ConfigError(f"{args.run_dir!r} is not a run directory (no config.json)")
+        raise ConfigError(f"{run_dir!r} is not a run directory (no config.json)")
     with open(path) as f:
         cfg = config_lib.config_from_dict(json.load(f))
-    if args.latest or not checkpoint.has_best(args.run_dir):
-        path = checkpoint.latest(args.run_dir)
+    if latest or not checkpoint.has_best(run_dir):
+        path = checkpoint.latest(run_dir)
         if path is None:
-            raise ConfigError(f"{args.run_dir!r} has neither a best network "
+            raise ConfigError(f"{run_dir!r} has neither a best network "
                               f"({checkpoint.BEST_DIR}/) nor a checkpoint")
         try:
             checkpoint.check_format(path)
         except checkpoint.CheckpointFormatError as e:
             raise ConfigError(str(e)) from None
     envs_lib.check_env(cfg)
-    return args, cfg
+    return cfg
+
+
+def read_run_network(run_dir: str, model, latest: bool) -> str:
+    """The run's best network (or with `latest` or without a best, its latest checkpoint's)
+    into `model`, built as the run's; returns which it was, for people."""
+    best = None if latest else checkpoint.load_best(run_dir, model)
+    if best is not None:
+        step, score = best
+        return f"best network (step {step:,}, evaluation mean {score:.2f})"
+    path = checkpoint.latest(run_dir)
+    checkpoint.read_online_network(path, model)
+    return f"latest checkpoint {path}"
 
 
 def main(argv=None) -> int:
@@ -78,14 +96,7 @@ def main(argv=None) -> int:
     _, spec, build_network = network_factory(cfg, pool)
     model = build_network()
 
-    best = None if args.latest else checkpoint.load_best(args.run_dir, model)
-    if best is not None:
-        step, score = best
-        source = f"best network (step {step:,}, evaluation mean {score:.2f})"
-    else:
-        path = checkpoint.latest(args.run_dir)
-        checkpoint.read_online_network(path, model)
-        source = f"latest checkpoint {path}"
+    source = read_run_network(args.run_dir, model, args.latest)
     q_values = networks.compile_q(model, spec, jit_compile=cfg.jit_act)
     epsilon = cfg.eval_ep if args.epsilon is None else args.epsilon
     print(f"{cfg.env}: {source}; {args.episodes} games at epsilon {epsilon}", flush=True)
