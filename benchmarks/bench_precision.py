@@ -25,23 +25,28 @@ from _machine import cpu_name  # noqa: E402
 from tfdqn_trainer import agent as agent_lib  # noqa: E402
 from tfdqn_trainer import networks  # noqa: E402
 from tfdqn_trainer.config import PRECISIONS  # noqa: E402
-# network kind -> (state shape without the batch, actions, optimizer, loss reduction)
-SETTINGS = {"nature": ((4, 84, 84), 6, "rmsprop", "sum"),
-            "minatar": ((1, 10, 10, 4), 6, "rmsprop-torch", "mean")}
+# setting -> (network kind, state shape without the batch, actions, optimizer, loss
+# reduction, init, convolution padding); "dopamine": --preset dopamine's Nature network
+# (SAME padding: 7,744 features into the 512-unit layer) and TF1's RMSProp
+SETTINGS = {"nature": ("nature", (4, 84, 84), 6, "rmsprop", "sum", "torch7", "valid"),
+            "minatar": ("minatar", (1, 10, 10, 4), 6, "rmsprop-torch", "mean", "torch7",
+                        "valid"),
+            "dopamine": ("nature", (4, 84, 84), 4, "rmsprop-tf1", "mean", "glorot", "same")}
 
 
-def make_agent(kind, precision):
-    shape, n_actions, optimizer, reduction = SETTINGS[kind]
+def make_agent(setting, precision):
+    kind, shape, n_actions, optimizer, reduction, init, padding = SETTINGS[setting]
     spec = networks.state_spec(kind, shape[0], shape[1:])
     tf.keras.utils.set_random_seed(1)
     return agent_lib.Agent(
-        lambda: networks.build_network(kind, n_actions, spec, precision=precision), spec,
+        lambda: networks.build_network(kind, n_actions, spec, precision=precision, init=init,
+                                       padding=padding), spec,
         discount=0.99, clip_delta=1.0, lr=2.5e-4, optimizer=optimizer,
         loss_reduction=reduction)
 
 
-def make_batch(kind, batch, rng):
-    shape, n_actions, _, _ = SETTINGS[kind]
+def make_batch(setting, batch, rng):
+    kind, shape, n_actions = SETTINGS[setting][:3]
     high = 256 if kind == "nature" else 2
     windows = rng.integers(0, high, (1, batch, shape[0] + 1, *shape[1:])).astype(np.uint8)
     return (windows, rng.integers(0, n_actions, (1, batch)).astype(np.int32),

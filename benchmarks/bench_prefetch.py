@@ -45,7 +45,7 @@ def main():
     for kind in args.networks:
         agent = make_agent(kind, "float32")
         batch = make_batch(kind, args.batch, rng)
-        shape = SETTINGS[kind][0]
+        shape = SETTINGS[kind][1]
         states = make_batch(kind, 1, rng)[0][0, :, :shape[0]]  # one env's acting state
 
         def fused():
@@ -70,7 +70,7 @@ def main():
                 times[name].append((time.perf_counter() - t0) / args.per_round * 1e3)
         fused_ms = statistics.median(times["fused"])
         separate_ms = statistics.median(times["separate"])
-        steps_per_update = 4 if kind == "nature" else 1  # DQN 3.0's update_freq; MinAtar's 1
+        steps_per_update = 1 if kind == "minatar" else 4  # MinAtar: one per frame; else 4
         print(f"| {kind} | {fused_ms:.2f} | {separate_ms:.2f} | {separate_ms - fused_ms:.2f} "
               f"| {(separate_ms - fused_ms) / steps_per_update:.2f} ms "
               f"({100 * (separate_ms - fused_ms) / separate_ms:.0f}% of an update) |",
