@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=256 << 20, runtime_env=apex.runtime_env())
+             object_store_memory=256 << 20)
     yield
     ray.shutdown()
 

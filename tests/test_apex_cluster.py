@@ -24,7 +24,7 @@ def test_two_nodes_one_removed_mid_run(tmp_path):
     cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1))
     worker_node = cluster.add_node(num_cpus=1)
     try:
-        ray.init(address=cluster.address, log_to_driver=False, runtime_env=apex.runtime_env())
+        ray.init(address=cluster.address, log_to_driver=False)
         run_dir = str(tmp_path / "cluster")
         result = {}
 

@@ -60,3 +60,27 @@ def test_version_has_one_source():
     declared = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)
     assert tfdqn_ops.__version__ == metadata.version("tfdqn_ops") == declared
     assert metadata.metadata("tfdqn_ops")["License-Expression"] == "Apache-2.0"
+
+
+def test_import_from_the_checkout_root_uses_the_installed_binaries():
+    """Python (and Ray, on its workers) puts the current directory first on the path, so run
+    from the repository's root `import tfdqn_ops` finds the source tree, which holds no
+    compiled files: it takes them from the installed copy instead of falling back."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = os.path.join(repo, "tfdqn_ops")
+    if any(name.endswith(".so") for name in os.listdir(source)):
+        pytest.skip("this source tree holds its own build (an in-place build)")
+    code = ("import tfdqn_ops, tfdqn_ops._replay as r, numpy as np, tensorflow as tf\n"
+            "print(tfdqn_ops.__file__); print(r.__file__)\n"
+            "assert tfdqn_ops.uses_compiled_op()\n"
+            "m = tfdqn_ops.ReplayMemory(8, frame_shape=(2,), history=1)\n"
+            "q = tf.constant([[1.0, 2.0]]); out = tfdqn_ops.dqn_targets(\n"
+            "    q, q, tf.constant([1]), tf.constant([1.0]), tf.constant([0.0]))\n"
+            "print(float(out.delta[0]))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=repo, env=_clean_env(),
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-1500:]
+    package_file, replay_file, delta = result.stdout.split()[-3:]
+    assert package_file == os.path.join(source, "__init__.py")  # the source tree's package
+    assert not replay_file.startswith(source)  # with the installed copy's binaries
+    assert float(delta) == pytest.approx(1.0 + 0.99 * 2.0 - 2.0, rel=1e-6)  # r + g max - q

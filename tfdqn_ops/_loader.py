@@ -16,16 +16,28 @@ _load_error = None
 _build_info = None
 
 
+def _library_path() -> str:
+    """The op library in the first of the package's folders that has one (the package's own
+    folder, or an installed copy's: see tfdqn_ops._compiled_parts_from_installed_copy)."""
+    import tfdqn_ops
+    folders = list(getattr(tfdqn_ops, "__path__", [])) or [os.path.dirname(__file__)]
+    for folder in folders:
+        path = os.path.join(os.path.abspath(folder), _LIBRARY_NAME)
+        if os.path.exists(path):
+            return path
+    return os.path.join(os.path.abspath(folders[0]), _LIBRARY_NAME)
+
+
 def _load():
     global _library, _load_error
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), _LIBRARY_NAME)
+    path = _library_path()
     if os.environ.get("TFDQN_FORCE_REFERENCE"):
         _load_error = "TFDQN_FORCE_REFERENCE is set"
         return
     if not os.path.exists(path):
         _load_error = (
             f"{path} does not exist: the package was not built (run `pip install .` from the "
-            "repository root, and import tfdqn_ops from outside the source tree)")
+            "repository root)")
         return
     global _build_info
     info_path = os.path.join(os.path.dirname(path), _BUILD_INFO_NAME)

@@ -89,34 +89,17 @@ class ReplayProxy:
         ray.get(self.server.save.remote(path))
 
 
-def runtime_env() -> dict:
-    """What Ray's worker processes need besides an installed tfdqn_ops: the directory that
-    holds the trainer package this process imported (python/ of a checkout, or a copy of the
-    installed package in a temporary directory), shipped by Ray to every node as the
-    workers' working directory, so that workers run the driver's code. (Without a working_dir
-    Ray puts the driver's current directory on the workers' path, and from the repository
-    root they would import the unbuilt tfdqn_ops source tree.)"""
-    import shutil
-    import tempfile
-
-    import tfdqn_trainer
-    package = os.path.dirname(os.path.abspath(tfdqn_trainer.__file__))
-    home = os.path.dirname(package)
-    if os.path.basename(home) != "python":  # installed: ship the package alone, not
-        home = tempfile.mkdtemp(prefix="tfdqn-ray-")  # all of site-packages
-        shutil.copytree(package, os.path.join(home, "tfdqn_trainer"),
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    return {"working_dir": home, "excludes": ["__pycache__"],
-            "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}}
-
-
 def start_ray(cfg):
     """Joins the given cluster, or starts Ray here with a bounded object store. Returns
     whether this process started it (and so must shut it down)."""
     import ray
     if ray.is_initialized():
         return False
-    kwargs = dict(include_dashboard=False, log_to_driver=False, runtime_env=runtime_env())
+    # Workers import the installed packages (from a checkout's root too: Ray puts the driver's
+    # current directory on their paths, and tfdqn_ops's source tree then takes its compiled
+    # parts from the installed copy).
+    kwargs = dict(include_dashboard=False, log_to_driver=False,
+                  runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}})
     if cfg.ray_address is None:
         # Logical CPUs: every actor gets one, whatever the machine has (they share its cores
         # with the replay server, the evaluator and the learner, this process).
