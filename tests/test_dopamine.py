@@ -21,6 +21,7 @@ import tensorflow as tf  # noqa: E402
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 from tfdqn_trainer import agent as agent_lib  # noqa: E402
+from tfdqn_trainer import optimizers  # noqa: E402
 from tfdqn_trainer import config, envs, networks  # noqa: E402
 
 # Every setting of the preset and where Dopamine sets it (paths in google/dopamine).
@@ -140,7 +141,7 @@ def test_tf1_rmsprop_is_tf1s_formula_in_float64():
     # small gradients, as a DQN's early ones: where TF1's ms = 1 start matters most
     w0, grads = rng.standard_normal(7), 1e-2 * rng.standard_normal((40, 7))
     var = tf.Variable(w0, dtype=tf.float64)
-    optimizer = agent_lib.make_optimizer("rmsprop-tf1", 2.5e-4, epsilon=1e-5)
+    optimizer = optimizers.make_optimizer("rmsprop-tf1", 2.5e-4, epsilon=1e-5)
     optimizer.build([var])
     for grad in grads:
         optimizer.apply_gradients([(tf.constant(grad), var)])
@@ -157,7 +158,7 @@ def test_tf1_rmsprop_matches_tf1s_own_kernel_in_float32():
     grads = (rng.standard_normal((30, 3, 5)) * rng.choice([1e-3, 1.0], (30, 1, 1))
              ).astype(np.float32)
     ours = tf.Variable(w0)
-    optimizer = agent_lib.TF1CenteredRMSprop(2.5e-4, rho=0.95, epsilon=1e-5)
+    optimizer = optimizers.TF1CenteredRMSprop(2.5e-4, rho=0.95, epsilon=1e-5)
     optimizer.build([ours])
     var, ms = tf.Variable(w0), tf.Variable(tf.ones_like(w0))
     mg, mom = tf.Variable(tf.zeros_like(w0)), tf.Variable(tf.zeros_like(w0))
@@ -182,8 +183,8 @@ def test_tf1_rmsprop_differs_from_keras_where_tf1_starts_its_mean_square_at_one(
     (from 1) lr * 1e-3 / sqrt(0.95 + ...) ~ 2.6e-7: 300 times smaller."""
     grad = tf.constant([1e-3], tf.float64)
     keras_var, tf1_var = tf.Variable([0.0], dtype=tf.float64), tf.Variable([0.0], tf.float64)
-    agent_lib.rmsprop(2.5e-4, epsilon=1e-5).apply_gradients([(grad, keras_var)])
-    tf1 = agent_lib.TF1CenteredRMSprop(2.5e-4, epsilon=1e-5)
+    optimizers.rmsprop(2.5e-4, epsilon=1e-5).apply_gradients([(grad, keras_var)])
+    tf1 = optimizers.TF1CenteredRMSprop(2.5e-4, epsilon=1e-5)
     tf1.build([tf1_var])
     tf1.apply_gradients([(grad, tf1_var)])
     keras_step = 2.5e-4 * 1e-3 / np.sqrt(0.05e-6 - (0.05e-3) ** 2 + 1e-5)
@@ -195,11 +196,11 @@ def test_tf1_rmsprop_differs_from_keras_where_tf1_starts_its_mean_square_at_one(
 
 def test_tf1_rmsprop_state_round_trips_through_a_checkpoint(tmp_path):
     var = tf.Variable([1.0, 2.0])
-    optimizer = agent_lib.TF1CenteredRMSprop(1e-2, epsilon=1e-5)
+    optimizer = optimizers.TF1CenteredRMSprop(1e-2, epsilon=1e-5)
     optimizer.build([var])
     optimizer.apply_gradients([(tf.constant([0.5, -0.5]), var)])
     path = tf.train.Checkpoint(optimizer=optimizer.trackable).write(str(tmp_path / "opt"))
-    other = agent_lib.TF1CenteredRMSprop(1e-2, epsilon=1e-5)
+    other = optimizers.TF1CenteredRMSprop(1e-2, epsilon=1e-5)
     other.build([tf.Variable([0.0, 0.0])])
     tf.train.Checkpoint(optimizer=other.trackable).read(path).assert_consumed()
     for got, want in zip(other.variables, optimizer.variables):

@@ -24,6 +24,7 @@ from tfdqn_ops import ReplayMemory  # noqa: E402
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 from tfdqn_trainer import agent as agent_lib  # noqa: E402
+from tfdqn_trainer import optimizers  # noqa: E402
 from tfdqn_trainer import config, envs, networks  # noqa: E402
 
 TRAIN = str(REPO / "python" / "train.py")
@@ -220,7 +221,7 @@ def test_torch_rmsprop_is_pytorchs_formula_exactly_in_float64():
     w0 = rng.standard_normal((5, 3))
     grads = [rng.standard_normal(w0.shape) * (0.01 if t % 3 else 1.0) for t in range(25)]
     variable = tf.Variable(w0)
-    optimizer = agent_lib.make_optimizer("rmsprop-torch", 1e-2)
+    optimizer = optimizers.make_optimizer("rmsprop-torch", 1e-2)
     optimizer.build([variable])
     for g in grads:
         optimizer.apply_gradients([(tf.constant(g), variable)])
@@ -229,7 +230,7 @@ def test_torch_rmsprop_is_pytorchs_formula_exactly_in_float64():
     assert len(optimizer.variables) == 2  # g2 and g of the one variable
     # Keras' (DQN 3.0's) centered RMSprop, epsilon inside the sqrt, is a different step
     keras_variable = tf.Variable(w0)
-    keras_optimizer = agent_lib.make_optimizer("rmsprop", 1e-2)
+    keras_optimizer = optimizers.make_optimizer("rmsprop", 1e-2)
     keras_optimizer.build([keras_variable])
     for g in grads:
         keras_optimizer.apply_gradients([(tf.constant(g), keras_variable)])

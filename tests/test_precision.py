@@ -17,6 +17,7 @@ import tensorflow as tf  # noqa: E402
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 from tfdqn_trainer import agent as agent_lib  # noqa: E402
+from tfdqn_trainer import optimizers  # noqa: E402
 from tfdqn_trainer import checkpoint, networks  # noqa: E402
 
 TRAIN = str(REPO / "python" / "train.py")
@@ -100,7 +101,7 @@ def test_float16_loss_scale_skips_bad_steps_and_grows():
     var = tf.Variable([1.0, 2.0])
     optimizer = tf.keras.optimizers.SGD(learning_rate=0.5)
     optimizer.build([var])
-    scale = agent_lib.DynamicLossScale(initial_scale=8.0, growth_interval=2)
+    scale = optimizers.DynamicLossScale(initial_scale=8.0, growth_interval=2)
     scale.apply(optimizer, [tf.constant([np.inf, 8.0])], [var])  # overflow: skipped, halved
     assert var.numpy().tolist() == [1.0, 2.0] and scale.scale.numpy() == 4.0
     scale.apply(optimizer, [tf.constant([4.0, 8.0])], [var])  # unscaled: [1, 2]

@@ -26,6 +26,7 @@ import tensorflow as tf  # noqa: E402
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 from tfdqn_trainer import agent as agent_lib  # noqa: E402
+from tfdqn_trainer import optimizers  # noqa: E402
 from tfdqn_trainer import checkpoint, config, envs, networks  # noqa: E402
 from tfdqn_trainer import trainer as trainer_lib  # noqa: E402
 from tfdqn_trainer.build import make_pool  # noqa: E402
@@ -175,13 +176,13 @@ def _batches(k, b=32, seed=0):
 
 
 def test_dqn3_rmsprop_is_dqn3s_formula_in_float64():
-    """agent.rmsprop against NeuralQLearner.lua's update written out in numpy: dw is the
+    """optimizers.rmsprop against NeuralQLearner.lua's update written out in numpy: dw is the
     NEGATIVE gradient, g = .95 g + .05 dw, g2 = .95 g2 + .05 dw^2,
     w += lr dw / sqrt(g2 - g^2 + 0.01)."""
     rng = np.random.default_rng(0)
     w0, grads = rng.standard_normal(5), 3.0 * rng.standard_normal((6, 5))
     var = tf.Variable(w0, dtype=tf.float64)
-    optimizer = agent_lib.rmsprop(2.5e-4)
+    optimizer = optimizers.rmsprop(2.5e-4)
     for grad in grads:
         optimizer.apply_gradients([(tf.constant(grad), var)])
     w, g, g2 = w0.copy(), np.zeros(5), np.zeros(5)
@@ -203,7 +204,7 @@ def test_update_is_huber_sum_with_dqn3_rmsprop(double_dqn):
     target = networks.build_network("mlp", 4, spec, (16,))
     networks.copy_weights(agent.online, online)
     networks.copy_weights(agent.target, target)
-    optimizer = agent_lib.rmsprop(1e-3)
+    optimizer = optimizers.rmsprop(1e-3)
     optimizer.build(online.trainable_variables)
     windows, actions, rewards, terminals = _batches(3)
     agent.update(windows, actions, rewards, terminals)

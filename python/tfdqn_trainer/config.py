@@ -181,7 +181,7 @@ class Config:
 
 # Settings for small vector-observation tasks, close to RL Zoo's tuned CartPole-v1 DQN (Adam,
 # 256x256, about 0.5 updates per step, a target copy every ~128 updates). DQN 3.0's centered
-# RMSprop can diverge here (see agent.make_optimizer).
+# RMSprop can diverge here (see optimizers.make_optimizer).
 #
 # MinAtar: the DQN of Young & Tian 2019 ("MinAtar: An Atari-Inspired Testbed for Thorough and
 # Reproducible Reinforcement Learning Experiments"), as its repository's examples/dqn.py
