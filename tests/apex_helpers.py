@@ -1,8 +1,15 @@
 """Helpers shared by the Ape-X tests."""
 
+import os
 import time
 
 import ray
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The tests' Ray workers import the trainer from this checkout's python/, as the tests do
+# (pytest's pythonpath): Ray gives a worker the driver's current directory, not its path.
+# Without it they would run the installed copy, which may predate an edit.
+TEST_RUNTIME_ENV = {"env_vars": {"PYTHONPATH": os.path.join(REPO, "python")}}
 
 
 def actor_places(timeout=120):

@@ -15,6 +15,7 @@ pytest.importorskip("gymnasium", reason="the trainer needs gymnasium (pip instal
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 from tfdqn_trainer.commands import apex  # noqa: E402
+from apex_helpers import TEST_RUNTIME_ENV  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +25,8 @@ def test_two_nodes_one_removed_mid_run(tmp_path):
     cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1))
     worker_node = cluster.add_node(num_cpus=1)
     try:
-        ray.init(address=cluster.address, log_to_driver=False)
+        ray.init(address=cluster.address, log_to_driver=False,
+                 runtime_env=TEST_RUNTIME_ENV)
         run_dir = str(tmp_path / "cluster")
         result = {}
 

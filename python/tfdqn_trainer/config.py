@@ -173,10 +173,11 @@ class Config:
     max_in_flight: int = _opt(4, "Ape-X: sends an actor may have outstanding")
     weights_every: int = _opt(50, "Ape-X: learner updates between weight publications")
     weights_poll: int = _opt(400, "Ape-X: agent steps between an actor's weight fetches")
-    max_steps_per_update: float = _opt(0.0, "Ape-X rate limit: once learning starts, the "
-                                       "actors together run at most this many agent steps "
-                                       "per learner update (DQN 3.0 runs 4); 0: no limit, "
-                                       "as Ape-X")
+    max_steps_per_update: Optional[float] = _opt(
+        None, "Ape-X rate limit: once learning starts, the actors together run at most this "
+        "many agent steps per learner update; 0: no limit, as in the Ape-X paper (default: "
+        "the trainer's own ratio, --update-freq / --n-replay, as Reverb's sample-to-insert "
+        "limiters keep one)", parse=float)
 
 
 # Settings for small vector-observation tasks, close to RL Zoo's tuned CartPole-v1 DQN (Adam,
@@ -268,6 +269,14 @@ NOT_UNDER_APEX = {name: "each Ape-X actor explores at its own fixed epsilon, "
                   "0.4^(1 + 7 i / (N - 1))" for name in ("ep_start", "ep_end", "ep_endt")}
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def steps_per_update_limit(cfg: Config) -> float:
+    """Ape-X's rate limit in agent steps per learner update (0: none): --max-steps-per-update,
+    or train.py's own ratio, --update-freq agent steps per --n-replay updates."""
+    if cfg.max_steps_per_update is not None:
+        return float(cfg.max_steps_per_update)
+    return cfg.update_freq / cfg.n_replay
 
 
 def flag(name: str) -> str:
@@ -367,8 +376,9 @@ def validate(cfg: Config, distributed: bool = False) -> None:
     if distributed:
         for name in ("actors", "send_every", "max_in_flight", "weights_every", "weights_poll"):
             need(getattr(cfg, name) >= 1, name, "must be a positive integer")
-        finite("max_steps_per_update")
-        need(cfg.max_steps_per_update >= 0, "max_steps_per_update", "must be >= 0")
+        if cfg.max_steps_per_update is not None:
+            finite("max_steps_per_update")
+            need(cfg.max_steps_per_update >= 0, "max_steps_per_update", "must be >= 0")
     streams = cfg.num_envs * (cfg.actors if distributed else 1)
     per_stream = cfg.replay_memory // streams
     if per_stream < cfg.hist_len + cfg.n_step:

@@ -61,6 +61,11 @@ def _config(cfg_json: str):
     return config_lib.config_from_dict(json.loads(cfg_json))
 
 
+def _steps_per_update_limit(cfg) -> float:
+    from tfdqn_trainer import config as config_lib
+    return config_lib.steps_per_update_limit(cfg)
+
+
 # --------------------------------------------------------------------------------------------
 # Priorities the actors compute
 
@@ -217,20 +222,25 @@ def _network(cfg):
 class ActorWorker:
     """Acts in cfg.num_envs environments at a fixed epsilon and feeds the replay server."""
 
-    def __init__(self, *, cfg_json: str, index: int, replay, params):
+    def __init__(self, *, cfg_json: str, index: int, replay: str, params: str):
         """cfg_json: the run's Config as JSON (its Ape-X fields: --actors, --send-every,
         --max-in-flight, --weights-poll, --max-steps-per-update); index: this actor's number
-        (its epsilon, its streams); replay, params: the ReplayServer and ParameterServer."""
+        (its epsilon, its streams); replay, params: the names of the run's ReplayServer and
+        ParameterServer actors. Every argument is a plain value that Ray passes inline:
+        handles among them would put the arguments in the object store, and Ray restarts an
+        actor (max_restarts) from its constructor's arguments, which fails once those are
+        gone (Ray's issue 53727, and its warning at start)."""
         _import_tensorflow(_ACTOR_THREADS)
         from tfdqn_ops import ReplayMemory
         from tfdqn_trainer import envs as envs_lib
         from tfdqn_trainer import trainer as trainer_lib
 
         cfg = _config(cfg_json)
-        self.cfg, self.index, self.replay, self.params = cfg, index, replay, params
+        self.cfg, self.index = cfg, index
+        self.replay, self.params = ray.get_actor(replay), ray.get_actor(params)
         self.send_every, self.max_in_flight = cfg.send_every, cfg.max_in_flight
         self.weights_poll = cfg.weights_poll
-        self.max_steps_per_update = cfg.max_steps_per_update
+        self.max_steps_per_update = _steps_per_update_limit(cfg)
         self.counts = (0, 0)  # (agent steps received, learner updates), as last reported
         self.pool, q, self.model = _network(cfg)
         self.version = -1
@@ -247,7 +257,7 @@ class ActorWorker:
         restarted = []
         self.priorities = []
         for j, stream in enumerate(self.streams):
-            added = ray.get(replay.stream_added.remote(stream))
+            added = ray.get(self.replay.stream_added.remote(stream))
             self.priorities.append(StreamPriorities(cfg.n_step, cfg.discount,
                                                     cfg.priority_epsilon, added))
             restarted.append(added > 0)
@@ -380,9 +390,15 @@ class EvalWorker:
 # The learner's side (the apex command's process)
 
 
+class ActorStartError(RuntimeError):
+    """An actor worker's constructor raised: restarting it would fail the same way."""
+
+
 class Cluster:
     """A run's Ray actors as the learner sees them: the replay server, the parameter server
     and the evaluator on the learner's node, and --actors actor workers anywhere."""
+
+    RESTART_POLL_S = 0.5  # how often an actor that Ray is restarting is asked if it is back
 
     def __init__(self, cfg, cfg_json: str, frame_shape, seed: int):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -392,15 +408,21 @@ class Cluster:
         here = dict(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False))
         self.cfg, self.cfg_json = cfg, cfg_json
-        self.replay = ReplayServer.options(**here).remote(
+        # Named (apex-<role>-<run token>): the actor workers look the servers up by name,
+        # and tools and tests find every actor of a run.
+        self.token = os.urandom(4).hex()
+        self.replay_name = f"apex-replay-{self.token}"
+        self.params_name = f"apex-params-{self.token}"
+        self.replay = ReplayServer.options(name=self.replay_name, **here).remote(
             capacity=cfg.replay_memory, frame_shape=frame_shape, history=cfg.hist_len,
             num_streams=cfg.actors * cfg.num_envs, seed=seed, n_step=cfg.n_step,
             discount=cfg.discount, priority_exponent=cfg.priority_exponent)
-        self.params = ParameterServer.options(**here).remote()
+        self.params = ParameterServer.options(name=self.params_name, **here).remote()
         self.evaluator = EvalWorker.options(**here).remote(cfg_json) if cfg.eval_freq else None
         self.version = 0
         self.workers: List = []
-        self.running: Dict = {}
+        self.running: Dict = {}  # run() call -> actor index
+        self.restarting: Dict = {}  # actor index -> (where() call, when it was made)
 
     def publish(self, weights, version: Optional[int] = None) -> None:
         """The learner's weights for the actors (one ray.put, fetched by each actor)."""
@@ -408,26 +430,43 @@ class Cluster:
         ray.get(self.params.set.remote(self.version, [ray.put(weights)]))
 
     def start_actors(self) -> None:
-        # Named apex-actor-<i>-<run token> so that tools and tests can find them;
         # max_concurrency 2: run() never returns, and where() must still be answerable.
-        token = os.urandom(4).hex()
         self.workers = [ActorWorker.options(
-            num_cpus=1, max_restarts=-1, max_concurrency=2, name=f"apex-actor-{i}-{token}"
-        ).remote(cfg_json=self.cfg_json, index=i, replay=self.replay, params=self.params)
+            num_cpus=1, max_restarts=-1, max_concurrency=2, name=f"apex-actor-{i}-{self.token}"
+        ).remote(cfg_json=self.cfg_json, index=i, replay=self.replay_name,
+                 params=self.params_name)
             for i in range(self.cfg.actors)]
         self.running = {w.run.remote(): i for i, w in enumerate(self.workers)}
 
     def restart_stopped_actors(self) -> List[Tuple[int, str]]:
-        """Actors whose loop ended (Ray restarts a dead process): their loops started again.
-        Returns (index, what stopped it) for each."""
-        done, _ = ray.wait(list(self.running), num_returns=len(self.running), timeout=0)
+        """Actors whose loop ended: Ray restarts a dead actor's process (max_restarts), and
+        its loop starts again once the new process answers. Returns (index, what stopped it)
+        once per death: calls made while Ray is still restarting the process fail too, so
+        a stopped actor is asked where() (a cheap call), at most every RESTART_POLL_S, until
+        it answers, and only then is its loop started again."""
         stopped = []
+        done, _ = ray.wait(list(self.running), num_returns=len(self.running), timeout=0)
         for ref in done:
             i = self.running.pop(ref)
             try:
-                ray.get(ref)
+                ray.get(ref)  # run() returns only when stopped
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+                if "creation task" in str(e):  # its constructor raised: so will every restart
+                    raise ActorStartError(f"Ape-X actor {i} cannot start: {e}") from e
                 stopped.append((i, type(e).__name__))
+            self.restarting[i] = (self.workers[i].where.remote(), time.time())
+        for i, (ref, asked) in list(self.restarting.items()):
+            if not ray.wait([ref], timeout=0)[0]:
+                continue
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError as e:  # not back yet: ask again later
+                if "creation task" in str(e):
+                    raise ActorStartError(f"Ape-X actor {i} cannot restart: {e}") from e
+                if time.time() - asked >= self.RESTART_POLL_S:
+                    self.restarting[i] = (self.workers[i].where.remote(), time.time())
+                continue
+            del self.restarting[i]
             self.running[self.workers[i].run.remote()] = i
         return stopped
 
@@ -435,7 +474,7 @@ class Cluster:
         """The actors stop adding (before the last checkpoint is saved)."""
         for worker in self.workers:
             ray.kill(worker)
-        self.workers, self.running = [], {}
+        self.workers, self.running, self.restarting = [], {}, {}
 
     def shutdown(self) -> None:
         """The servers and the evaluator go too (the actors: stop_actors)."""

@@ -112,6 +112,49 @@ def start_ray(cfg):
     return True
 
 
+def restore(cfg, agent, cluster):
+    """--resume: the networks, optimizer, replay and counters of the run's latest checkpoint.
+    Returns (TrainerState, the next weights version to publish)."""
+    import ray
+
+    from tfdqn_trainer.logger import truncate_metrics
+    from tfdqn_trainer.trainer import TrainerState
+    path = checkpoint.latest(cfg.run_dir)
+    agent.read(checkpoint.agent_prefix(path))
+    ray.get(cluster.replay.load.remote(checkpoint.replay_path(path)))
+    saved = checkpoint.load_trainer_state(path)
+    state = TrainerState.from_dict(saved["trainer"])
+    ray.get(cluster.replay.set_received.remote(state.step))
+    truncate_metrics(cfg.run_dir, state.step)
+    print(f"resuming {cfg.run_dir} from step {state.step:,} ({path})", flush=True)
+    return state, saved["version"] + 1
+
+
+class Rate:
+    """Events per second of wall time between calls (the learner's updates/s)."""
+
+    def __init__(self, count: int):
+        self.count, self.time = count, time.time()
+
+    def __call__(self, count: int) -> float:
+        now = time.time()
+        rate = (count - self.count) / max(now - self.time, 1e-9)
+        self.count, self.time = count, now
+        return rate
+
+
+def report(log, state, updates_per_s: float, replay_size: int, restarts: int) -> None:
+    """The progress line and the metrics.jsonl 'train' record."""
+    import numpy as np
+    mean_return = float(np.mean(state.recent_scores)) if state.recent_scores else None
+    log.train(state.step, record=dict(updates=state.updates, games=state.games,
+                                      mean_return=mean_return, updates_per_s=updates_per_s,
+                                      replay_size=replay_size, actor_restarts=restarts))
+    recent = f" (last 100: {mean_return:.1f})" if mean_return is not None else ""
+    log.progress(state.step, None, force=True, newline=True,
+                 extra=f"{updates_per_s:,.0f} updates/s | games {state.games}{recent}")
+
+
 def main(argv=None) -> int:
     try:
         cfg = parse(argv)
@@ -120,13 +163,12 @@ def main(argv=None) -> int:
 
     from tfdqn_trainer.quiet_tf import import_tensorflow
     import_tensorflow()
-    import numpy as np
     import ray
 
     from tfdqn_trainer import distributed
     from tfdqn_trainer.build import make_agent, make_pool, network_factory
     from tfdqn_trainer.envs import derive_seed as seed
-    from tfdqn_trainer.logger import EtaEstimator, RunLogger, truncate_metrics
+    from tfdqn_trainer.logger import EtaEstimator, RunLogger
     from tfdqn_trainer.trainer import TrainerState, close_log, crossed, stop_score_reached
 
     try:
@@ -144,16 +186,7 @@ def main(argv=None) -> int:
     os.makedirs(cfg.run_dir, exist_ok=True)
     checkpoint.write_json_atomic(os.path.join(cfg.run_dir, "config.json"),
                                  config_lib.config_to_json(cfg))
-    state, version = TrainerState(), None
-    if cfg.resume:
-        path = checkpoint.latest(cfg.run_dir)
-        agent.read(checkpoint.agent_prefix(path))
-        ray.get(cluster.replay.load.remote(checkpoint.replay_path(path)))
-        saved = checkpoint.load_trainer_state(path)
-        state, version = TrainerState.from_dict(saved["trainer"]), saved["version"] + 1
-        ray.get(cluster.replay.set_received.remote(state.step))
-        truncate_metrics(cfg.run_dir, state.step)
-        print(f"resuming {cfg.run_dir} from step {state.step:,} ({path})", flush=True)
+    state, version = restore(cfg, agent, cluster) if cfg.resume else (TrainerState(), None)
     cluster.publish(agent.online.get_weights(), version)
     cluster.start_actors()
     learning = distributed.RemoteLearning(cfg, agent, codec, cluster)
@@ -166,7 +199,7 @@ def main(argv=None) -> int:
           flush=True)
 
     started = time.time() - state.train_seconds
-    last_stats, last_updates, restarts = time.time(), state.updates, 0
+    updates_per_s, restarts = Rate(state.updates), 0
     last_ask, stats = 0.0, dict(received=state.step, size=0, valid=0, games=[])
 
     def save() -> None:
@@ -177,11 +210,15 @@ def main(argv=None) -> int:
         log.eta.checkpoint_took(time.perf_counter() - t)
         log.message(f"checkpoint {path} ({time.perf_counter() - t:.1f} s)")
 
-    saved_at = state.step
+    saved_at, failure = state.step, None
     while state.step < cfg.steps and not stop:
-        for i, why in cluster.restart_stopped_actors():  # Ray restarted a dead process
-            restarts += 1
-            log.message(f"actor {i} stopped ({why}); restarting it")
+        try:
+            for i, why in cluster.restart_stopped_actors():  # Ray restarted a dead process
+                restarts += 1
+                log.message(f"actor {i} stopped ({why}); restarting it")
+        except distributed.ActorStartError as e:
+            failure = str(e)
+            break
         # what the actors sent (asked a few times a second: each ask is a round trip)
         before = state.step
         if time.time() - last_ask >= 0.2:
@@ -204,18 +241,7 @@ def main(argv=None) -> int:
             save()
             saved_at = state.step
         if crossed(before, state.step, cfg.prog_freq):
-            now = time.time()
-            updates_per_s = (state.updates - last_updates) / max(now - last_stats, 1e-9)
-            last_stats, last_updates = now, state.updates
-            mean_return = float(np.mean(state.recent_scores)) if state.recent_scores else None
-            log.train(state.step, record=dict(updates=state.updates, games=state.games,
-                                              mean_return=mean_return,
-                                              updates_per_s=updates_per_s,
-                                              replay_size=stats["size"],
-                                              actor_restarts=restarts))
-            recent = f" (last 100: {mean_return:.1f})" if mean_return is not None else ""
-            log.progress(state.step, None, force=True, newline=True,
-                         extra=f"{updates_per_s:,.0f} updates/s | games {state.games}{recent}")
+            report(log, state, updates_per_s(state.updates), stats["size"], restarts)
         if stop_score_reached(cfg, state):
             log.message(f"evaluation mean {state.last_eval:.2f} >= --stop-score "
                         f"{cfg.stop_score}: stopping")
@@ -233,7 +259,9 @@ def main(argv=None) -> int:
     cluster.shutdown()
     if started_ray:
         ray.shutdown()
-    return 0
+    if failure:
+        print(f"{PROG}: error: {failure}", file=sys.stderr)
+    return 1 if failure else 0
 
 
 if __name__ == "__main__":
