@@ -2,7 +2,7 @@
 actors, on Pong and MinAtar Breakout, beside the single-process trainer's update rate.
 
     python benchmarks/bench_apex.py                         # Pong and MinAtar, ~12 minutes
-    python benchmarks/bench_apex.py --games minatar --actors 1 2 4
+    python benchmarks/bench_apex.py --games minatar --actors 2 --sample-batches 1 4 8
     python benchmarks/bench_apex.py --out table.md
 
 Each row is one run of python/apex.py (or python/train.py for the single-process rows) as a
@@ -16,7 +16,8 @@ duration. Both trainers learn the same way per update: prioritized replay (alpha
 - Pong: `ALE/Pong-v5` with DQN 3.0's network and preprocessing, a 100,000-transition
   replay, learning from 5,000 transitions. train.py makes one update per 4 agent steps
   (DQN 3.0); apex.py's learner updates as fast as it can while the actors act as fast as
-  they can (Ape-X: no fixed ratio; --max-steps-per-update 0).
+  they can (Ape-X: no fixed ratio; --max-steps-per-update 0, unless --limits says otherwise),
+  asking the replay for --sample-batches minibatches per call.
 - MinAtar: `MinAtar/Breakout-v0 --preset minatar` (one update per frame in train.py).
 
 train.py's epsilon reaches its final value 1,000 steps after learning starts, so most of its
@@ -63,25 +64,30 @@ def rates(run_dir, first_step):
     return steps / seconds, updates / seconds
 
 
-def run(game, actors, warmup, workdir, window=None):
-    """One row: actors None = train.py (one process), else apex.py with that many actors."""
+def run(game, actors, warmup, workdir, window=None, sample_batches=None, limit="0"):
+    """One row: actors None = train.py (one process), else apex.py with that many actors,
+    the learner asking for sample_batches minibatches per call, the actors held to `limit`
+    agent steps per update (0: none)."""
     flags, default_window = GAMES[game]
     window = window or default_window
-    run_dir = os.path.join(workdir, f"{game}-{actors or 'train'}")
+    run_dir = os.path.join(workdir, f"{game}-{actors or 'train'}-{sample_batches}-{limit}")
     steps = LEARN_START + warmup + window
     args = [*flags, *COMMON, "--steps", str(steps), "--run-dir", run_dir]
     if actors is None:
         args += ["--prioritized", "--ep-endt", "1000"]
         script = os.path.join(REPO, "python", "train.py")
     else:
-        args += ["--actors", str(actors)]
+        args += ["--actors", str(actors), "--sample-batches", str(sample_batches),
+                 "--max-steps-per-update", limit]
         script = APEX
     wall = run_train(args, workdir, script=script)
     steps_per_s, updates_per_s = rates(run_dir, LEARN_START + warmup)
     command = f"python python/{os.path.basename(script)} " + " ".join(
         a if a != run_dir else "RUN_DIR" for a in args)
-    return dict(game=game, trainer="train.py" if actors is None else f"apex.py, {actors} "
-                f"actor{'s' if actors > 1 else ''}", steps_per_s=steps_per_s,
+    trainer = "train.py" if actors is None else (
+        f"apex.py, {actors} actor{'s' if actors > 1 else ''}, {sample_batches} batch"
+        f"{'es' if sample_batches > 1 else ''} per call, limit {limit}")
+    return dict(game=game, trainer=trainer, steps_per_s=steps_per_s,
                 updates_per_s=updates_per_s, wall=wall, command=command)
 
 
@@ -93,6 +99,12 @@ def main():
                    help="transitions after learning starts before measuring (default 2,000)")
     p.add_argument("--window", type=int, default=None,
                    help="transitions measured per run (default: 12,000 Pong, 40,000 MinAtar)")
+    p.add_argument("--sample-batches", nargs="+", type=int, default=[1, 4],
+                   help="apex.py's --sample-batches values to run (1: a call per update, "
+                        "as before sample_many; default: 1 4)")
+    p.add_argument("--limits", nargs="+", default=["0"],
+                   help="apex.py's --max-steps-per-update values to run (default: 0, no "
+                        "limit, the actors as fast as they can)")
     p.add_argument("--out", help="also write the table to this file")
     args = p.parse_args()
 
@@ -104,11 +116,13 @@ def main():
             print(f"{game} train.py: {base['steps_per_s']:.0f} steps/s, "
                   f"{base['updates_per_s']:.1f} updates/s", flush=True)
             for n in args.actors:
-                row = run(game, n, args.warmup, workdir, args.window)
-                row["vs_train"] = row["updates_per_s"] / base["updates_per_s"]
-                rows.append(row)
-                print(f"{game} apex {n}: {row['steps_per_s']:.0f} steps/s, "
-                      f"{row['updates_per_s']:.1f} updates/s", flush=True)
+                for k in args.sample_batches:
+                    for limit in args.limits:
+                        row = run(game, n, args.warmup, workdir, args.window, k, limit)
+                        row["vs_train"] = row["updates_per_s"] / base["updates_per_s"]
+                        rows.append(row)
+                        print(f"{game} {row['trainer']}: {row['steps_per_s']:.0f} steps/s, "
+                              f"{row['updates_per_s']:.1f} updates/s", flush=True)
 
     lines = [f"Machine: {cpu_name()}, {os.cpu_count()} cores, Python "
              f"{platform.python_version()}", "",

@@ -173,6 +173,8 @@ class Config:
     max_in_flight: int = _opt(4, "Ape-X: sends an actor may have outstanding")
     weights_every: int = _opt(50, "Ape-X: learner updates between weight publications")
     weights_poll: int = _opt(400, "Ape-X: agent steps between an actor's weight fetches")
+    sample_batches: int = _opt(4, "Ape-X: minibatches the learner asks the replay for in one "
+                               "call, and updates whose priorities go back in one call")
     max_steps_per_update: Optional[float] = _opt(
         None, "Ape-X rate limit: once learning starts, the actors together run at most this "
         "many agent steps per learner update; 0: no limit, as in the Ape-X paper (default: "
@@ -259,11 +261,11 @@ RESUMABLE_OVERRIDES = ("steps", "eval_freq", "eval_steps", "eval_ep", "eval_envs
                        "stop_score", "save_freq", "prog_freq", "jit_compile", "jit_act",
                        "tf_threads", "precision", "ray_address", "send_every",
                        "max_in_flight", "weights_every", "weights_poll",
-                       "max_steps_per_update")
+                       "max_steps_per_update", "sample_batches")
 
 # Settings of Ape-X alone (tfdqn-apex); train.py refuses them.
 APEX_ONLY = ("actors", "ray_address", "send_every", "max_in_flight", "weights_every",
-             "weights_poll", "max_steps_per_update")
+             "weights_poll", "max_steps_per_update", "sample_batches")
 # Settings Ape-X replaces by its own rule (each actor explores at a fixed epsilon).
 NOT_UNDER_APEX = {name: "each Ape-X actor explores at its own fixed epsilon, "
                   "0.4^(1 + 7 i / (N - 1))" for name in ("ep_start", "ep_end", "ep_endt")}
@@ -374,7 +376,8 @@ def validate(cfg: Config, distributed: bool = False) -> None:
         raise ConfigError(f"--replay-memory {cfg.replay_memory} is smaller than "
                           f"--minibatch-size {cfg.minibatch_size}")
     if distributed:
-        for name in ("actors", "send_every", "max_in_flight", "weights_every", "weights_poll"):
+        for name in ("actors", "send_every", "max_in_flight", "weights_every", "weights_poll",
+                     "sample_batches"):
             need(getattr(cfg, name) >= 1, name, "must be a positive integer")
         if cfg.max_steps_per_update is not None:
             finite("max_steps_per_update")

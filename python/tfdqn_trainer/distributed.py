@@ -168,13 +168,30 @@ class ReplayServer:
         return self.memory.stream_added(stream)
 
     def sample(self, batch_size: int, importance_exponent: float):
+        """One minibatch, or None while no transition can be drawn."""
+        batches = self.sample_many(1, batch_size, importance_exponent)
+        return batches[0] if batches else None
+
+    def sample_many(self, count: int, batch_size: int,
+                    importance_exponent: float) -> List["SampledBatch"]:
+        """`count` minibatches drawn one after the other (each by the priorities as they are
+        now), in one call: a Ray round trip costs more than a small network's update, so the
+        learner asks for several at a time. [] while no transition can be drawn."""
         if self.memory.num_valid_windows == 0:
-            return None
-        return SampledBatch(*self.memory.sample_batch(batch_size, importance_exponent))
+            return []
+        return [SampledBatch(*self.memory.sample_batch(batch_size, importance_exponent))
+                for _ in range(count)]
 
     def update_priorities(self, ids, priorities) -> int:
-        self.updates += 1
-        return self.memory.update_priorities(ids, priorities)
+        return self.update_priorities_many([(ids, priorities)])
+
+    def update_priorities_many(self, updates) -> int:
+        """The new priorities of several learner updates, [(ids, priorities)], applied in
+        order; each counts as one learner update. Returns the learner updates so far."""
+        for ids, priorities in updates:
+            self.memory.update_priorities(ids, priorities)
+        self.updates += len(updates)
+        return self.updates
 
     def stats(self) -> Dict[str, object]:
         games, self.games = self.games, []
@@ -485,36 +502,58 @@ class Cluster:
 
 
 class RemoteLearning:
-    """The learner's loop over the replay server: two sample requests kept in flight, one
-    weighted update per batch, the new priorities sent back (at most 4 outstanding), the
-    target copied every --target-q / --update-freq updates (Ape-X's 2,500 with DQN 3.0's
-    numbers) and the weights published every --weights-every."""
+    """The learner's loop over the replay server: minibatches asked for --sample-batches at a
+    time with the next call already in flight while it learns, one weighted update per
+    minibatch, the new priorities sent back --sample-batches updates at a time (at most 4
+    sends outstanding), the target copied every --target-q / --update-freq updates (Ape-X's
+    2,500 with DQN 3.0's numbers) and the weights published every --weights-every."""
 
     def __init__(self, cfg, agent, codec, cluster: Cluster):
         self.cfg, self.agent, self.codec, self.cluster = cfg, agent, codec, cluster
         self.copy_every = max(1, cfg.target_q // cfg.update_freq)
-        self.samples: List = []
-        self.priority_updates: List = []
+        self.per_call = cfg.sample_batches
+        self.sampling: List = []  # sample_many calls in flight
+        self.batches: deque = deque()  # sampled, not yet learned from
+        self.new_priorities: List = []  # [(ids, priorities)] not yet sent
+        self.priority_sends: List = []  # update_priorities_many calls in flight
 
     def update(self, state) -> None:
         """One update, if the replay had a batch; counts it in state.updates."""
         from tfdqn_trainer.trainer import importance_exponent, weighted_update
         cfg, replay = self.cfg, self.cluster.replay
-        while len(self.samples) < 2:
-            self.samples.append(replay.sample.remote(cfg.minibatch_size,
-                                                     importance_exponent(cfg, state.step)))
-        batch = ray.get(self.samples.pop(0))
-        if batch is None:
-            return
+        while len(self.sampling) < 2:
+            self.sampling.append(replay.sample_many.remote(
+                self.per_call, cfg.minibatch_size, importance_exponent(cfg, state.step)))
+        if not self.batches:
+            self.batches.extend(ray.get(self.sampling.pop(0)))
+            if not self.batches:  # the replay has nothing to draw yet
+                return
+        batch = self.batches.popleft()
         _, priorities = weighted_update(cfg, self.agent, self.codec, batch)
-        self.priority_updates.append(replay.update_priorities.remote(batch.index, priorities))
-        if len(self.priority_updates) > 4:
-            _, self.priority_updates = ray.wait(self.priority_updates, num_returns=1)
+        self.new_priorities.append((batch.index, priorities))
+        if len(self.new_priorities) >= self.per_call:
+            self.send_priorities()
         state.updates += 1
         if state.updates % self.copy_every == 0:
             self.agent.copy_target()
         if state.updates % cfg.weights_every == 0:
             self.cluster.publish(self.agent.online.get_weights())
+
+    def send_priorities(self) -> None:
+        """The priorities not yet sent, in one call (also before a checkpoint)."""
+        if self.new_priorities:
+            self.priority_sends.append(
+                self.cluster.replay.update_priorities_many.remote(self.new_priorities))
+            self.new_priorities = []
+        if len(self.priority_sends) > 4:
+            _, self.priority_sends = ray.wait(self.priority_sends,
+                                              num_returns=len(self.priority_sends) - 4)
+
+    def wait_for_priorities(self) -> None:
+        """Every priority sent and applied (a checkpoint then holds them)."""
+        self.send_priorities()
+        ray.get(self.priority_sends)
+        self.priority_sends = []
 
 
 class RemoteEvaluations:

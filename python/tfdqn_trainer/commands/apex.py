@@ -15,10 +15,12 @@ the target network is copied every --target-q / --update-freq learner updates (D
 --importance-normalization; --no-prioritized is refused); --ep-* do not apply and are
 refused (actor i explores at 0.4^(1 + 7 i / (N - 1))). Its own flags, fields of the same
 Config (so config.json holds them; train.py refuses them): --actors, --ray-address,
---send-every, --max-in-flight, --weights-every, --weights-poll, --max-steps-per-update. The
-replay's room is checked per stream, --actors x --num-envs of them, before Ray starts.
+--send-every, --max-in-flight, --weights-every, --weights-poll, --max-steps-per-update,
+--sample-batches. The replay's room is checked per stream, --actors x --num-envs of them,
+before Ray starts.
 
-Exit codes: 0 finished, or stopped by SIGINT/SIGTERM after saving a checkpoint; 2 bad input.
+Exit codes: 0 finished, or stopped by SIGINT/SIGTERM after saving a checkpoint; 1 an actor
+cannot start (its constructor raised); 2 bad input.
 """
 
 import json
@@ -204,6 +206,7 @@ def main(argv=None) -> int:
 
     def save() -> None:
         t = time.perf_counter()
+        learning.wait_for_priorities()  # the saved replay holds every update's priorities
         path = checkpoint.save(cfg.run_dir, state.step, agent,
                                dict(trainer=state.to_dict(), version=cluster.version),
                                ReplayProxy(cluster.replay))
