@@ -38,11 +38,15 @@ def test_host_programs(source_tree, tmp_path, program):
 
 
 def test_source_tree_without_compiled_modules_explains_itself(source_tree):
-    """Importing the unbuilt source tree (tfdqn_ops without its .so files) still imports,
-    and the replay memory says how to fix it, from the constructor and from load."""
+    """Importing the unbuilt source tree (tfdqn_ops without its .so files) where no copy is
+    installed still imports, and the replay memory says how to fix it, from the constructor
+    and from load. (Where a copy is installed, the source tree takes its compiled files:
+    tests/test_install.py; here importlib.metadata is made to find none.)"""
     import subprocess
     import sys
-    script = ("import tfdqn_ops\n"
+    script = ("import importlib.metadata\n"
+              "importlib.metadata.distributions = lambda **kwargs: iter(())  # none installed\n"
+              "import tfdqn_ops\n"
               "for call in (lambda: tfdqn_ops.ReplayMemory(10), "
               "lambda: tfdqn_ops.ReplayMemory.load('x')):\n"
               "    try:\n"
