@@ -61,11 +61,6 @@ def _config(cfg_json: str):
     return config_lib.config_from_dict(json.loads(cfg_json))
 
 
-def _steps_per_update_limit(cfg) -> float:
-    from tfdqn_trainer import config as config_lib
-    return config_lib.steps_per_update_limit(cfg)
-
-
 # --------------------------------------------------------------------------------------------
 # Priorities the actors compute
 
@@ -251,13 +246,14 @@ class ActorWorker:
         from tfdqn_ops import ReplayMemory
         from tfdqn_trainer import envs as envs_lib
         from tfdqn_trainer import trainer as trainer_lib
+        from tfdqn_trainer.config import steps_per_update_limit
 
         cfg = _config(cfg_json)
         self.cfg, self.index = cfg, index
         self.replay, self.params = ray.get_actor(replay), ray.get_actor(params)
         self.send_every, self.max_in_flight = cfg.send_every, cfg.max_in_flight
         self.weights_poll = cfg.weights_poll
-        self.max_steps_per_update = _steps_per_update_limit(cfg)
+        self.max_steps_per_update = steps_per_update_limit(cfg)
         self.counts = (0, 0)  # (agent steps received, learner updates), as last reported
         self.pool, q, self.model = _network(cfg)
         self.version = -1
@@ -411,6 +407,12 @@ class ActorStartError(RuntimeError):
     """An actor worker's constructor raised: restarting it would fail the same way."""
 
 
+def _raise_if_it_cannot_start(index: int, error: Exception) -> None:
+    """ActorStartError when Ray says the actor's constructor raised (so will every restart)."""
+    if "creation task" in str(error):
+        raise ActorStartError(f"Ape-X actor {index} cannot start: {error}") from error
+
+
 class Cluster:
     """A run's Ray actors as the learner sees them: the replay server, the parameter server
     and the evaluator on the learner's node, and --actors actor workers anywhere."""
@@ -468,8 +470,7 @@ class Cluster:
             try:
                 ray.get(ref)  # run() returns only when stopped
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
-                if "creation task" in str(e):  # its constructor raised: so will every restart
-                    raise ActorStartError(f"Ape-X actor {i} cannot start: {e}") from e
+                _raise_if_it_cannot_start(i, e)
                 stopped.append((i, type(e).__name__))
             self.restarting[i] = (self.workers[i].where.remote(), time.time())
         for i, (ref, asked) in list(self.restarting.items()):
@@ -478,8 +479,7 @@ class Cluster:
             try:
                 ray.get(ref)
             except ray.exceptions.RayActorError as e:  # not back yet: ask again later
-                if "creation task" in str(e):
-                    raise ActorStartError(f"Ape-X actor {i} cannot restart: {e}") from e
+                _raise_if_it_cannot_start(i, e)
                 if time.time() - asked >= self.RESTART_POLL_S:
                     self.restarting[i] = (self.workers[i].where.remote(), time.time())
                 continue
