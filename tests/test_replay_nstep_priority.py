@@ -208,6 +208,25 @@ def test_importance_weights():
         assert np.all(batch.weight <= 1.0)
 
 
+def test_priority_total_and_min_are_over_the_valid_transitions():
+    """priority_total = sum of p^alpha and priority_min = min p^alpha over the transitions
+    that can be drawn (what a sharded replay splits draws and rescales weights by), kept
+    right as entries wrap around and transitions stop being valid."""
+    alpha = 0.6
+    mem, ref, rng = prioritized(alpha=alpha, capacity=30, steps=8, p_terminal=0.0)
+    empty = ReplayMemory(30, (2,), 2, 2, priority_exponent=alpha)
+    assert (empty.priority_total, empty.priority_min) == (0.0, np.inf)
+    uniform = ReplayMemory(30, (2,), 2, 2)
+    assert (uniform.priority_total, uniform.priority_min) == (0.0, 0.0)
+    for _ in range(30):  # through several wrap-arounds of both streams
+        ids = valid_ids(ref)
+        mem.update_priorities(ids, rng.uniform(0.05, 4.0, len(ids)))
+        scaled = mem.priorities(ids) ** alpha
+        assert mem.priority_total == pytest.approx(np.sum(scaled), rel=1e-12)
+        assert mem.priority_min == pytest.approx(np.min(scaled), rel=1e-12)
+        add_both(mem, ref, random_step(rng, 2, 0.2))
+
+
 def test_overwritten_ids_are_ignored_and_bad_updates_change_nothing():
     mem, ref, rng = prioritized(capacity=30, steps=12, p_terminal=0.0)
     old = valid_ids(ref)

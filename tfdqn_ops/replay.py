@@ -132,6 +132,11 @@ API (see also `_replay.pyi`):
   raise ValueError otherwise.
 * `update_priorities(indices, priorities) -> int`, `priorities(indices)` (0 for ids no
   longer valid), `n_step`, `discount`, `priority_exponent`, `max_priority`.
+* `priority_total`: priority^alpha summed over the valid transitions (P(i) =
+  priority_i^alpha / priority_total), and `priority_min`, the smallest
+  priority^alpha of a valid transition (inf when none is; both 0 when uniform):
+  what a sharded replay (Ape-X's --replay-shards) needs to sample exactly by
+  priority across shards and weight the draws as one memory would.
 * `acting_state(env_index, frame=None)` -> uint8 `[history, *frame_shape]`;
   `acting_states(frames=None, out=None)` -> uint8
   `[num_envs, history, *frame_shape]`.

@@ -463,6 +463,8 @@ void BindReplayMemory(py::module_& m) {
           "priority_exponent",
           [](const ReplayMemory& self) { return self.options().priority_exponent; })
       .def_property_readonly("max_priority", &ReplayMemory::max_priority)
+      .def_property_readonly("priority_total", &ReplayMemory::priority_total)
+      .def_property_readonly("priority_min", &ReplayMemory::priority_min)
       .def_property_readonly("rng_state",
                              [](const ReplayMemory& self) {
                                auto st = self.rng_state();

@@ -345,6 +345,16 @@ double ReplayMemory::max_priority() const {
   return max_priority_;
 }
 
+double ReplayMemory::priority_total() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return prioritized() ? sum_tree_->total() : 0.0;
+}
+
+double ReplayMemory::priority_min() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return prioritized() ? min_tree_->min() : 0.0;
+}
+
 void ReplayMemory::CheckSampleableLocked(int64_t batch_size) const {
   if (batch_size <= 0) {
     throw std::invalid_argument("batch_size: expected a positive integer, got " +

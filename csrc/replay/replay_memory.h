@@ -173,6 +173,15 @@ class ReplayMemory {
   const ReplayOptions& options() const { return options_; }
   bool prioritized() const { return options_.priority_exponent > 0.0; }
   double max_priority() const;
+  // priority^priority_exponent summed over the valid transitions: P(i) is
+  // priority_i^alpha / priority_total(). A sharded replay chooses each draw's
+  // shard by these totals, which keeps sampling exactly proportional over all
+  // shards. 0 when uniform or when nothing is valid.
+  double priority_total() const;
+  // The smallest priority^priority_exponent of a valid transition (the one
+  // with the largest importance weight); +infinity when none is valid, 0 when
+  // uniform.
+  double priority_min() const;
 
  private:
   struct Segment {
