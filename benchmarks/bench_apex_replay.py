@@ -1,15 +1,17 @@
-"""How much one Ape-X replay server takes in and gives out: the figure that decides when to
-shard it (python/tfdqn_trainer/distributed.py).
+"""How much Ape-X's replay takes in and gives out, with one server or K shards: the figures
+that decide when to shard it (python/tfdqn_trainer/distributed.py).
 
     python benchmarks/bench_apex_replay.py            # 84x84 frames, Ray on this machine
     python benchmarks/bench_apex_replay.py --frame-shape 10 10 4 --history 1   # MinAtar's
+    python benchmarks/bench_apex_replay.py --shards 1 2 --sample-batches 1 4
 
-A ReplayServer actor (prioritized, n-step 3, 200,000 transitions of --frame-shape) is fed by S
-sender processes (Ray tasks), each sending batches of --send-every frames with their
-initial priorities as an actor does, while a learner-side loop samples batches of 32 and
-sends back priorities. Prints a markdown table: frames/s in (alone, and while sampling),
-batches/s out (alone, as apex.py's learner asks for them, and while frames come in), and
-what that means in agent steps per second of acting.
+For each --shards K: K ReplayServer actors (prioritized, n-step 3, --capacity transitions in
+all) fed by S sender processes (Ray tasks; sender s feeds shard s % K, as actor s does),
+each sending batches of --send-every frames with their initial priorities as an actor does,
+while a learner-side loop (ShardedReplay, as apex.py's learner: two requests in flight,
+--sample-batches minibatches of 32 per request, priorities sent back per request) samples.
+Prints a markdown table: frames/s in (alone, and while sampling), minibatches/s out (alone,
+and while frames come in), and the learner's time per request.
 """
 
 import argparse
@@ -44,90 +46,110 @@ def sender(replay, stream, batches, send_every, shape, max_in_flight=4):
     return batches * send_every
 
 
+def learner_loop(replay, samples, per_call, until=None):
+    """apex.py's learner loop without the update: two requests in flight, `per_call`
+    minibatches each, their priorities sent back per request (at most 4 calls per shard
+    outstanding). Runs for `samples` minibatches, and on while until() is False. Returns
+    (minibatches, requests)."""
+    requests, pending, sampled, calls = [], [], 0, 0
+    while sampled < samples or (until is not None and not until()):
+        while len(requests) < 2:
+            requests.append(replay.request(per_call, 32, 0.4))
+            calls += 1
+        batches = replay.collect(requests.pop(0))
+        if batches:
+            pending += replay.send_priorities([(b.index, np.full(32, 0.5), b.incarnations)
+                                               for b in batches])
+            if len(pending) > 4 * replay.k:
+                _, pending = ray.wait(pending, num_returns=len(pending) - 4 * replay.k)
+        sampled += len(batches)
+    ray.get(pending + [r for request in requests for r in request[1] if r is not None])
+    return sampled, calls
+
+
+def measure(args, shape, shards, per_call):
+    """The rows of one configuration: K shards, `per_call` minibatches per request."""
+    from tfdqn_trainer.distributed import ReplayServer, ShardedReplay, shard_of
+    servers = []
+    for k in range(shards):
+        on_shard = shard_of(k, args.senders, shards)[2]
+        servers.append(ReplayServer.remote(
+            capacity=args.capacity * on_shard // args.senders, frame_shape=shape,
+            history=args.history, num_streams=on_shard, seed=k, n_step=3, discount=0.99,
+            priority_exponent=0.6))
+    replay = ShardedReplay(servers, seed=0)
+    ray.get([server.counts.remote() for server in servers])
+
+    def senders():
+        return [sender.remote(servers[shard_of(s, args.senders, shards)[0]],
+                              shard_of(s, args.senders, shards)[1], args.batches,
+                              args.send_every, shape) for s in range(args.senders)]
+    label = f"{shards} shard{'s' if shards > 1 else ''}, {per_call} per request"
+    # frames in, nothing sampled
+    t = time.perf_counter()
+    alone = sum(ray.get(senders())) / (time.perf_counter() - t)
+    replay.stats()  # the shards' priority totals, for the first split
+    # minibatches out, nothing coming in
+    t = time.perf_counter()
+    sampled, calls = learner_loop(replay, args.samples, per_call)
+    elapsed = time.perf_counter() - t
+    out_alone, per_request = sampled / elapsed, elapsed / calls * 1e3
+    # frames in while the learner samples
+    jobs = senders()
+    t = time.perf_counter()
+    sampled, _ = learner_loop(replay, args.samples, per_call,
+                              until=lambda: len(ray.wait(jobs, num_returns=len(jobs),
+                                                         timeout=0)[0]) == len(jobs))
+    elapsed = time.perf_counter() - t
+    both_in = sum(ray.get(jobs)) / elapsed
+    for server in servers:
+        ray.kill(server)
+    return (label, f"{alone:,.0f}", f"{out_alone:,.0f}", f"{per_request:.1f}",
+            f"{both_in:,.0f}", f"{sampled / elapsed:,.0f}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--senders", type=int, default=2)
     p.add_argument("--send-every", type=int, default=50)
     p.add_argument("--batches", type=int, default=400, help="sends per sender")
     p.add_argument("--capacity", type=int, default=200_000)
-    p.add_argument("--samples", type=int, default=300, help="minibatches sampled")
+    p.add_argument("--samples", type=int, default=600, help="minibatches sampled")
     p.add_argument("--frame-shape", type=int, nargs="+", default=[84, 84],
                    help="one stored frame (default 84 84, Atari; MinAtar Breakout: 10 10 4)")
     p.add_argument("--history", type=int, default=4, help="frames per state (default 4)")
+    p.add_argument("--shards", type=int, nargs="+", default=[1, 2],
+                   help="replay shards to measure (default: 1 2)")
+    p.add_argument("--sample-batches", type=int, nargs="+", default=[1, 4],
+                   help="minibatches per request to measure (default: 1 4; 1 is the learner "
+                        "before sample_many)")
     args = p.parse_args(argv)
     shape = tuple(args.frame_shape)
+    if max(args.shards) > args.senders:
+        p.error(f"--shards: each shard needs a sender; got {max(args.shards)} shards for "
+                f"--senders {args.senders}")
 
-    from tfdqn_trainer.commands import apex as apex_cli  # the workers' runtime environment
-    from tfdqn_trainer.distributed import ReplayServer
     from _machine import cpu_name
 
+    # The workers import this checkout's trainer (python/), as this process does.
     ray.init(num_cpus=args.senders + 1, include_dashboard=False, log_to_driver=False,
-             object_store_memory=1 << 30, runtime_env=apex_cli.runtime_env())
-    replay = ReplayServer.remote(capacity=args.capacity, frame_shape=shape,
-                                 history=args.history, num_streams=args.senders, seed=0,
-                                 n_step=3, discount=0.99, priority_exponent=0.6)
-    ray.get(replay.counts.remote())
-    rows = []
-
-    # frames in, nothing sampled
-    t = time.perf_counter()
-    sent = sum(ray.get([sender.remote(replay, s, args.batches, args.send_every, shape)
-                        for s in range(args.senders)]))
-    alone = sent / (time.perf_counter() - t)
-    rows.append(("frames in (no sampling)", f"{alone:,.0f} frames/s",
-                 f"{args.senders} senders x {args.batches} sends of {args.send_every}"))
-
-    # minibatches out, nothing coming in: the learner's loop of python/apex.py (two sample
-    # requests in flight, priorities sent back without waiting, at most 4 outstanding)
-    t = time.perf_counter()
-    requests, pending = [replay.sample.remote(32, 0.4) for _ in range(2)], []
-    for i in range(args.samples):
-        batch = ray.get(requests.pop(0))
-        if i + 2 < args.samples:
-            requests.append(replay.sample.remote(32, 0.4))
-        pending.append(replay.update_priorities.remote(batch[6], np.full(32, 0.5)))
-        if len(pending) > 4:
-            _, pending = ray.wait(pending, num_returns=1)
-    ray.get(pending)
-    rows.append(("minibatches out (no frames in)",
-                 f"{args.samples / (time.perf_counter() - t):,.0f} /s",
-                 "apex.py's learner loop: 2 sample_batch(32) requests in flight, priorities "
-                 "sent back"))
-
-    # frames in while a learner samples and sends back priorities
-    jobs = [sender.remote(replay, s, args.batches, args.send_every, shape)
-            for s in range(args.senders)]
-    t = time.perf_counter()
-    sampled, pending = 0, []
-    while True:
-        done, _ = ray.wait(jobs, num_returns=len(jobs), timeout=0)
-        if len(done) == len(jobs) and sampled >= args.samples:
-            break
-        batch = ray.get(replay.sample.remote(32, 0.4))
-        pending.append(replay.update_priorities.remote(batch[6], np.full(32, 0.5)))
-        if len(pending) > 4:
-            _, pending = ray.wait(pending, num_returns=1)
-        sampled += 1
-    elapsed = time.perf_counter() - t
-    sent = sum(ray.get(jobs))
-    rows.append(("frames in (while sampling)", f"{sent / elapsed:,.0f} frames/s",
-                 "the same senders, the learner loop sampling meanwhile"))
-    rows.append(("minibatches out (while taking frames in)", f"{sampled / elapsed:,.0f} /s",
-                 f"sample_batch(32) ({2 * 32 * args.history * np.prod(shape) / 1e6:.3g} MB of s "
-                 "and s2) + update_priorities, one at a time"))
+             object_store_memory=1 << 30,
+             runtime_env={"env_vars": {"PYTHONPATH": os.path.join(HERE, "..", "python")}})
+    rows = [measure(args, shape, k, n) for k in args.shards for n in args.sample_batches]
     ray.shutdown()
 
     print(f"CPU: {cpu_name()} ({os.cpu_count()} cores); Python {platform.python_version()}, "
           f"Ray {ray.__version__}")
-    print(f"command: python {' '.join([sys.argv[0]] + (argv or sys.argv[1:]))}\n")
-    print("| what | rate | notes |")
-    print("| --- | --- | --- |")
+    print(f"command: python {' '.join([sys.argv[0]] + (argv or sys.argv[1:]))}")
+    size = "x".join(map(str, shape))
+    print(f"frames of {size} bytes, history {args.history}; {args.senders} senders x "
+          f"{args.batches} sends of {args.send_every}; minibatches of 32\n")
+    print("| replay | frames/s in (alone) | minibatches/s out (alone) | ms per request "
+          "(alone) | frames/s in (while sampling) | minibatches/s out (while frames come "
+          "in) |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    size = "x".join(map(str, shape))
-    print(f"\nOne replay server takes {alone:,.0f} frames/s of {size} bytes: actors stepping "
-          f"{alone:,.0f} agent steps/s together (one stored frame per agent step). Beyond "
-          f"that, shard it.")
 
 
 if __name__ == "__main__":

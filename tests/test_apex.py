@@ -150,10 +150,11 @@ CARTPOLE = ["--preset", "classic", "--env", "CartPole-v1", "--actors", "2", "--n
             "--prog-freq", "2000", "--save-freq", "0"]
 
 
-def test_sample_many_is_consecutive_draws_and_priorities_go_back_in_order(local_ray):
-    """ReplayServer.sample_many(k) gives the k minibatches k sample_batch calls give on the
-    same memory, and update_priorities_many applies its updates in order, one learner update
-    each (the learner's batched calls change no draw)."""
+def test_sample_sizes_are_consecutive_draws_and_priorities_go_back_in_order(local_ray):
+    """ReplayServer.sample_sizes([B] * k) gives the k minibatches k sample_batch calls give
+    on the same memory, and update_priorities_many applies its updates in order, one learner
+    update each (the learner's batched calls change no draw); updates of an earlier
+    incarnation of the server are dropped but counted."""
     from tfdqn_ops import ReplayMemory
     n, steps, kwargs = 3, 200, dict(n_step=3, discount=0.9, priority_exponent=0.6)
     rng = np.random.default_rng(5)
@@ -164,23 +165,31 @@ def test_sample_many_is_consecutive_draws_and_priorities_go_back_in_order(local_
     server = distributed.ReplayServer.remote(capacity=512, frame_shape=(1,), history=1,
                                              num_streams=1, seed=11, **kwargs)
     local = ReplayMemory(512, (1,), 1, 1, 11, **kwargs)
-    ray.get(server.add.remote(0, frames, actions, rewards, terminals, [], [], []))
+    assert ray.get(server.sample_sizes.remote([8], 0.5)) is None
+    incarnation = ray.get(server.streams_start.remote([0]))[0]
+    # a send numbered by an earlier process of the server is refused, nothing added
+    assert ray.get(server.add.remote(0, frames, actions, rewards, terminals, [], [], [],
+                                     incarnation + 1)) is None
+    assert ray.get(server.add.remote(0, frames, actions, rewards, terminals, [], [], [],
+                                     incarnation)) == (steps, 0)
     local.add_stream(0, frames, actions, rewards, terminals)
-    assert ray.get(server.sample_many.remote(0, 8, 0.5)) == []
     for round_ in range(2):
-        batches = ray.get(server.sample_many.remote(n, 8, 0.5))
-        assert len(batches) == n
+        reply = ray.get(server.sample_sizes.remote([8] * n, 0.5))
+        assert reply["incarnation"] == incarnation and len(reply["pieces"]) == n
         updates = []
-        for batch in batches:
+        for batch in reply["pieces"]:
             expected = local.sample_batch(8, 0.5)
             np.testing.assert_array_equal(batch.index, expected.index)
             np.testing.assert_array_equal(batch.s, expected.s)
             np.testing.assert_allclose(batch.weight, expected.weight)
-            updates.append((batch.index, rng.uniform(0.1, 3.0, 8)))
+            updates.append((batch.index, rng.uniform(0.1, 3.0, 8), incarnation))
         # the same ids twice in a row: the later priorities win, as in one memory
-        updates.append((updates[0][0], rng.uniform(0.1, 3.0, 8)))
-        assert ray.get(server.update_priorities_many.remote(updates)) == (n + 1) * (round_ + 1)
-        for ids, priorities in updates:
+        updates.append((updates[0][0], rng.uniform(0.1, 3.0, 8), incarnation))
+        stale = (updates[1][0], np.full(8, 1e3), incarnation + 1)  # dropped
+        assert ray.get(server.update_priorities_many.remote(updates + [stale])) == \
+            (n + 2) * (round_ + 1)
+        assert reply["total"] == pytest.approx(local.priority_total)  # as it was drawn
+        for ids, priorities, _ in updates:
             local.update_priorities(ids, priorities)
     assert ray.get(server.sample.remote(8, 0.5)).index.tolist() == \
         local.sample_batch(8, 0.5).index.tolist()

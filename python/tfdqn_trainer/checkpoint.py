@@ -5,7 +5,8 @@ checkpoint directory from elsewhere cannot run code when it is loaded.
         agent.index, agent.data-*   online + target networks, the optimizer's state (and
                                     float16's loss scale): tf.train.Checkpoint, restored by
                                     their place in the object graph, mismatches reported
-        replay.bin                  the replay memory (ReplayMemory.save)
+        replay.bin                  the replay memory (ReplayMemory.save); Ape-X with
+                                    --replay-shards K: shard 0, and replay-shard-<k>.bin
         state.json                  counters, RNG states, environment states (plain_state:
                                     JSON with arrays and bytes; Atari: the emulator's bytes)
         info.json                   step and time, for people
@@ -127,9 +128,19 @@ def check_format(path: str) -> None:
         raise CheckpointFormatError(f"checkpoint {path} is incomplete: no {', '.join(missing)}")
 
 
-def replay_path(path: str) -> str:
-    """The replay memory file of checkpoint directory `path` (ReplayMemory.load reads it)."""
-    return os.path.join(path, "replay.bin")
+def replay_path(path: str, shard: int = 0) -> str:
+    """The replay memory file of checkpoint directory `path` (ReplayMemory.load reads it);
+    an Ape-X run with --replay-shards K writes one per shard: replay.bin is shard 0,
+    replay-shard-<k>.bin shard k."""
+    return os.path.join(path, "replay.bin" if shard == 0 else f"replay-shard-{shard}.bin")
+
+
+def replay_shards(path: str) -> int:
+    """How many replay shards checkpoint directory `path` holds (1: replay.bin alone)."""
+    shards = 1
+    while os.path.isfile(replay_path(path, shards)):
+        shards += 1
+    return shards
 
 
 def agent_prefix(path: str) -> str:

@@ -175,6 +175,12 @@ class Config:
     weights_poll: int = _opt(400, "Ape-X: agent steps between an actor's weight fetches")
     sample_batches: int = _opt(4, "Ape-X: minibatches the learner asks the replay for in one "
                                "call, and updates whose priorities go back in one call")
+    replay_shards: int = _opt(1, "Ape-X: replay servers the replay is split into (actor i "
+                              "feeds shard i % K; each holds its actors' share of "
+                              "--replay-memory); draws are exactly those of one memory")
+    replay_anywhere: bool = _opt(False, "Ape-X: let Ray place the replay shards on any node "
+                                 "(default: on the learner's node, which pulls every "
+                                 "minibatch from them)")
     max_steps_per_update: Optional[float] = _opt(
         None, "Ape-X rate limit: once learning starts, the actors together run at most this "
         "many agent steps per learner update; 0: no limit, as in the Ape-X paper (default: "
@@ -261,11 +267,12 @@ RESUMABLE_OVERRIDES = ("steps", "eval_freq", "eval_steps", "eval_ep", "eval_envs
                        "stop_score", "save_freq", "prog_freq", "jit_compile", "jit_act",
                        "tf_threads", "precision", "ray_address", "send_every",
                        "max_in_flight", "weights_every", "weights_poll",
-                       "max_steps_per_update", "sample_batches")
+                       "max_steps_per_update", "sample_batches", "replay_anywhere")
 
 # Settings of Ape-X alone (tfdqn-apex); train.py refuses them.
 APEX_ONLY = ("actors", "ray_address", "send_every", "max_in_flight", "weights_every",
-             "weights_poll", "max_steps_per_update", "sample_batches")
+             "weights_poll", "max_steps_per_update", "sample_batches", "replay_shards",
+             "replay_anywhere")
 # Settings Ape-X replaces by its own rule (each actor explores at a fixed epsilon).
 NOT_UNDER_APEX = {name: "each Ape-X actor explores at its own fixed epsilon, "
                   "0.4^(1 + 7 i / (N - 1))" for name in ("ep_start", "ep_end", "ep_endt")}
@@ -377,8 +384,10 @@ def validate(cfg: Config, distributed: bool = False) -> None:
                           f"--minibatch-size {cfg.minibatch_size}")
     if distributed:
         for name in ("actors", "send_every", "max_in_flight", "weights_every", "weights_poll",
-                     "sample_batches"):
+                     "sample_batches", "replay_shards"):
             need(getattr(cfg, name) >= 1, name, "must be a positive integer")
+        need(cfg.replay_shards <= cfg.actors, "replay_shards",
+             f"must be at most --actors ({cfg.actors}): each shard is fed by its own actors")
         if cfg.max_steps_per_update is not None:
             finite("max_steps_per_update")
             need(cfg.max_steps_per_update >= 0, "max_steps_per_update", "must be >= 0")

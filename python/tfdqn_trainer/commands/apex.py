@@ -16,8 +16,8 @@ the target network is copied every --target-q / --update-freq learner updates (D
 refused (actor i explores at 0.4^(1 + 7 i / (N - 1))). Its own flags, fields of the same
 Config (so config.json holds them; train.py refuses them): --actors, --ray-address,
 --send-every, --max-in-flight, --weights-every, --weights-poll, --max-steps-per-update,
---sample-batches. The replay's room is checked per stream, --actors x --num-envs of them,
-before Ray starts.
+--sample-batches, --replay-shards, --replay-anywhere. The replay's room is checked per
+stream, --actors x --num-envs of them, before Ray starts.
 
 Exit codes: 0 finished, or stopped by SIGINT/SIGTERM after saving a checkpoint; 1 an actor
 cannot start (its constructor raised); 2 bad input.
@@ -59,6 +59,12 @@ def parse(argv=None) -> Config:
             checkpoint.check_format(path)
         except checkpoint.CheckpointFormatError as e:
             raise ConfigError(f"--resume: {e}") from None
+        saved_shards = checkpoint.replay_shards(path)
+        if saved_shards != cfg.replay_shards:
+            raise ConfigError(f"--resume {cfg.resume!r}: its checkpoint {path} holds "
+                              f"{saved_shards} replay shard(s) but the run's config has "
+                              f"--replay-shards {cfg.replay_shards}; a run resumes with the "
+                              "shards it saved")
     cfg.prioritized = True  # Ape-X's replay (--prioritized's help says so; config.json too)
     config_lib.validate(cfg, distributed=True)
     if cfg.ray_address not in (None, "auto"):
@@ -81,14 +87,14 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
 
 
 class ReplayProxy:
-    """What checkpoint.save needs of a replay memory, for the replay server."""
+    """What checkpoint.save needs of a replay memory, for the replay shards: each writes its
+    file into the checkpoint's directory."""
 
-    def __init__(self, server):
-        self.server = server
+    def __init__(self, replay):
+        self.replay = replay
 
     def save(self, path: str) -> None:
-        import ray
-        ray.get(self.server.save.remote(path))
+        self.replay.save(os.path.dirname(path))
 
 
 def start_ray(cfg):
@@ -117,16 +123,15 @@ def start_ray(cfg):
 def restore(cfg, agent, cluster):
     """--resume: the networks, optimizer, replay and counters of the run's latest checkpoint.
     Returns (TrainerState, the next weights version to publish)."""
-    import ray
-
     from tfdqn_trainer.logger import truncate_metrics
     from tfdqn_trainer.trainer import TrainerState
     path = checkpoint.latest(cfg.run_dir)
     agent.read(checkpoint.agent_prefix(path))
-    ray.get(cluster.replay.load.remote(checkpoint.replay_path(path)))
     saved = checkpoint.load_trainer_state(path)
     state = TrainerState.from_dict(saved["trainer"])
-    ray.get(cluster.replay.set_received.remote(state.step))
+    # Each shard's agent steps (checkpoints before shards: one replay, all of them), and the
+    # learner's updates, which every shard has counted: the actors' rate limit compares them.
+    cluster.replay.load(path, saved.get("replay_received", [state.step]), state.updates)
     truncate_metrics(cfg.run_dir, state.step)
     print(f"resuming {cfg.run_dir} from step {state.step:,} ({path})", flush=True)
     return state, saved["version"] + 1
@@ -145,13 +150,14 @@ class Rate:
         return rate
 
 
-def report(log, state, updates_per_s: float, replay_size: int, restarts: int) -> None:
-    """The progress line and the metrics.jsonl 'train' record."""
+def report(log, state, updates_per_s: float, replay_size: int, restarts: dict) -> None:
+    """The progress line and the metrics.jsonl 'train' record (restarts: actor_restarts,
+    shard_restarts)."""
     import numpy as np
     mean_return = float(np.mean(state.recent_scores)) if state.recent_scores else None
     log.train(state.step, record=dict(updates=state.updates, games=state.games,
                                       mean_return=mean_return, updates_per_s=updates_per_s,
-                                      replay_size=replay_size, actor_restarts=restarts))
+                                      replay_size=replay_size, **restarts))
     recent = f" (last 100: {mean_return:.1f})" if mean_return is not None else ""
     log.progress(state.step, None, force=True, newline=True,
                  extra=f"{updates_per_s:,.0f} updates/s | games {state.games}{recent}")
@@ -201,14 +207,16 @@ def main(argv=None) -> int:
           flush=True)
 
     started = time.time() - state.train_seconds
-    updates_per_s, restarts = Rate(state.updates), 0
+    updates_per_s = Rate(state.updates)
+    restarts = dict(actor_restarts=0, shard_restarts=0)
     last_ask, stats = 0.0, dict(received=state.step, size=0, valid=0, games=[])
 
     def save() -> None:
         t = time.perf_counter()
         learning.wait_for_priorities()  # the saved replay holds every update's priorities
         path = checkpoint.save(cfg.run_dir, state.step, agent,
-                               dict(trainer=state.to_dict(), version=cluster.version),
+                               dict(trainer=state.to_dict(), version=cluster.version,
+                                    replay_received=cluster.replay.received_per_shard()),
                                ReplayProxy(cluster.replay))
         log.eta.checkpoint_took(time.perf_counter() - t)
         log.message(f"checkpoint {path} ({time.perf_counter() - t:.1f} s)")
@@ -217,7 +225,7 @@ def main(argv=None) -> int:
     while state.step < cfg.steps and not stop:
         try:
             for i, why in cluster.restart_stopped_actors():  # Ray restarted a dead process
-                restarts += 1
+                restarts["actor_restarts"] += 1
                 log.message(f"actor {i} stopped ({why}); restarting it")
         except distributed.ActorStartError as e:
             failure = str(e)
@@ -226,8 +234,11 @@ def main(argv=None) -> int:
         before = state.step
         if time.time() - last_ask >= 0.2:
             last_ask = time.time()
-            stats = ray.get(cluster.replay.stats.remote())
-            state.step = stats["received"]
+            stats = cluster.replay.stats()
+            for k in cluster.replay.take_restarts():
+                restarts["shard_restarts"] += 1
+                log.message(f"replay shard {k} was restarted (empty); its actors go on")
+            state.step = max(state.step, stats["received"])
             for score, length in stats["games"]:
                 log.game(state.step, score, length, state.record_game(score))
         if stats["valid"] > 0 and stats["size"] >= cfg.learn_start:
