@@ -42,6 +42,9 @@ def ray_processes():
     (["--ep-end", "0.1"], "--ep-end does not apply under Ape-X: each Ape-X actor explores"),
     (["--no-prioritized"], "--no-prioritized: Ape-X always samples by priority"),
     (["--max-steps-per-update", "-1"], "--max-steps-per-update must be >= 0, got -1.0"),
+    (["--replay-shards", "0"], "--replay-shards must be a positive integer, got 0"),
+    (["--actors", "2", "--replay-shards", "3"],
+     "--replay-shards must be at most --actors (2): each shard is fed by its own actors, got 3"),
 ])
 def test_bad_input_exits_2_before_any_long_work(tmp_path, args, message):
     t = time.time()
