@@ -131,10 +131,9 @@ def main(argv=None):
 
     from _machine import cpu_name
 
-    # The workers import this checkout's trainer (python/), as this process does.
+    # This process and Ray's workers import the installed trainer (pip install .).
     ray.init(num_cpus=args.senders + 1, include_dashboard=False, log_to_driver=False,
-             object_store_memory=1 << 30,
-             runtime_env={"env_vars": {"PYTHONPATH": os.path.join(HERE, "..", "python")}})
+             object_store_memory=1 << 30)
     rows = [measure(args, shape, k, n) for k in args.shards for n in args.sample_batches]
     ray.shutdown()
 
