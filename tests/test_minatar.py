@@ -370,9 +370,12 @@ def test_run_counts_frames_resumes_and_plots(tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with open(tmp_path / "csv" / "Breakout-s1.csv", newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["frames", "mean_return_100"]
+    assert rows[0] == ["frames", "mean_return_100", "learner_updates"]
     frames = [int(row[0]) for row in rows[1:]]
     assert frames[-1] == 3000 and all(b - a == 500 for a, b in zip(frames, frames[1:]))
+    updates = [int(row[2]) for row in rows[1:]]  # the learner's, as the run logged them
+    assert updates == sorted(updates) and updates[-1] == read_records(run_dir, "train")[-1][
+        "updates"] > 0
     by_step = {g["step"]: g["mean_return_100"] for g in games}
     last = max(step for step in by_step if step <= 3000)
     assert float(rows[-1][1]) == pytest.approx(by_step[last], abs=1e-4)

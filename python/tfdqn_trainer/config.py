@@ -173,7 +173,7 @@ class Config:
     max_in_flight: int = _opt(4, "Ape-X: sends an actor may have outstanding")
     weights_every: int = _opt(50, "Ape-X: learner updates between weight publications")
     weights_poll: int = _opt(400, "Ape-X: agent steps between an actor's weight fetches")
-    sample_batches: int = _opt(4, "Ape-X: minibatches the learner asks the replay for in one "
+    sample_batches: int = _opt(16, "Ape-X: minibatches the learner asks the replay for in one "
                                "call, and updates whose priorities go back in one call")
     replay_shards: int = _opt(1, "Ape-X: replay servers the replay is split into (actor i "
                               "feeds shard i % K; each holds its actors' share of "

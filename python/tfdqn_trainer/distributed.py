@@ -409,6 +409,12 @@ class ActorWorker:
             self.counts = max(self.counts, tuple(counts))
         return True
 
+    # How long a held actor sleeps between asking its shard for the counts: the updates it
+    # still waits for at the learner's rate seen across its asks, within these bounds. (A
+    # fixed 10 ms made a held actor ask ~100 times a second, calls that took the server's
+    # and the cores' time from the learner it waited for.)
+    WAIT_MIN_S, WAIT_MAX_S = 0.005, 0.25
+
     def _wait_for_the_learner(self) -> None:
         """The rate limit (--max-steps-per-update R): once learning has started, the actors
         together run at most R agent steps ahead per learner update (a shard's actors: their
@@ -416,12 +422,19 @@ class ActorWorker:
         limit = self.max_steps_per_update
         if limit <= 0:
             return
+        asked, rate = None, None  # (time, updates) of the last ask; updates/s seen
         while True:
             received, updates = self.counts
             if (received <= self.cfg.learn_start * self.share
                     or received <= limit * self.share * (updates + 1)):
                 return
-            time.sleep(0.01)
+            now = time.monotonic()
+            if asked is not None and updates > asked[1] and now > asked[0]:
+                rate = (updates - asked[1]) / (now - asked[0])
+            asked = (now, updates)
+            missing = received / (limit * self.share) - (updates + 1)
+            time.sleep(self.WAIT_MIN_S * 2 if rate is None else
+                       min(self.WAIT_MAX_S, max(self.WAIT_MIN_S, missing / rate)))
             try:
                 self.counts = ray.get(self.replay.counts.remote())
             except ray.exceptions.RayActorError:

@@ -24,7 +24,9 @@ few hundred steps long; here a game counts in the iteration it ends in.) A refer
 "runs" ([x, lowest, highest] per game) is drawn as a band.
 
 --csv-dir writes `<Game>-s<seed>.csv`: for MinAtar `frames,mean_return_100`, for Atari
-`agent_steps,mean_return_100,eval_mean_score` (eval empty where none), one row every
+`agent_steps,mean_return_100,eval_mean_score` (eval empty where none), and a last column
+`learner_updates` where the run logs its updates (the learner's updates by then, interpolated
+between progress records: Ape-X's are not a fixed multiple of its steps), one row every
 --every steps (10,000) from the first finished game to the last step the run reached: the
 value at a row's step is the mean of the last 100 games finished at or before it. With
 --statistic iteration: `agent_steps,iteration_mean_return`, one row per iteration.
@@ -71,6 +73,8 @@ class Curve:
     statistic: str = "last100"  # mean_100 holds: "last100" (the mean of the last 100 games)
     #                             or "iteration" (the mean of each iteration's games)
     games: int = 0             # finished training games behind the curve (0: not known)
+    updates: Optional[Tuple[np.ndarray, np.ndarray]] = None  # (steps, learner updates) of
+    #                            the run's train records (runs only)
 
     def at(self, xs: np.ndarray) -> np.ndarray:
         """mean_100 at each of xs: the value of the last game at or before it (NaN before the
@@ -97,6 +101,7 @@ def read_run(run_dir: str) -> Curve:
     with open(config_path) as f:
         config = json.load(f)
     steps, means, scores, evals, recent, end = [], [], [], [], [], 0
+    updates: List[Tuple[int, int]] = []
     with open(metrics_path) as f:
         for line in f:
             try:
@@ -112,13 +117,17 @@ def read_run(run_dir: str) -> Curve:
                 means.append(record.get("mean_return_100", float(np.mean(recent))))
             elif record.get("type") == "eval" and record.get("eval_mean_score") is not None:
                 evals.append((record["step"], record["eval_mean_score"]))
+            elif record.get("type") == "train" and "updates" in record:
+                updates.append((int(record["step"]), int(record["updates"])))
     if not steps:
         raise PlotError(f"{run_dir!r} has no finished training game in metrics.jsonl yet")
     env = config["env"]
     return Curve(game_name(env), env, int(config.get("seed", 0)), x_name_for(env),
                  np.asarray(steps, np.int64), np.asarray(means, np.float64), evals,
                  settings=f"preset {config.get('preset', '?')}", end=end,
-                 variant=run_variant(config), scores=np.asarray(scores, np.float64))
+                 variant=run_variant(config), scores=np.asarray(scores, np.float64),
+                 updates=(np.array([u[0] for u in updates], np.int64),
+                          np.array([u[1] for u in updates], np.int64)) if updates else None)
 
 
 def iteration_curve(curve: Curve, iteration_steps: int) -> Curve:
@@ -204,13 +213,20 @@ def write_csv(curve: Curve, out_dir: str, every: int = 10_000) -> str:
     values = curve.at(xs)
     evals = dict(curve.evals)
     atari = curve.x_name == "agent_steps"
+    # learner updates at each row (runs that log them: train.py and apex.py), interpolated
+    # between the progress records: for Ape-X they are not a fixed multiple of the steps
+    updates = (np.interp(xs, curve.updates[0], curve.updates[1]).round().astype(np.int64)
+               if curve.updates is not None else None)
     rows = []
-    for x, value in zip(xs, values):
+    for i, (x, value) in enumerate(zip(xs, values)):
         row = [int(x), f"{value:.4f}"]
         if atari:
             row.append(f"{evals[int(x)]:.4f}" if int(x) in evals else "")
+        if updates is not None:
+            row.append(int(updates[i]))
         rows.append(row)
-    header = [curve.x_name, "mean_return_100"] + (["eval_mean_score"] if atari else [])
+    header = ([curve.x_name, "mean_return_100"] + (["eval_mean_score"] if atari else [])
+              + (["learner_updates"] if updates is not None else []))
     return _write_rows(out_dir, curve, header, rows)
 
 
