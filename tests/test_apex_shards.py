@@ -119,6 +119,28 @@ def test_priorities_go_back_to_their_shard(local_ray):
         assert totals[k] == pytest.approx(want, rel=1e-12)
 
 
+def test_one_death_is_one_shard_restart_whatever_order_the_replies_come_in():
+    """Replies of a shard's old process can be collected after its new process answered (a
+    call answered before the death): they are stale, and count no second restart."""
+    replay = distributed.ShardedReplay([object()], seed=0)  # no call is made here
+    state = dict(total=1.0, min=0.5)
+    assert replay._note(0, dict(incarnation=7, **state))
+    replay.received = [100]
+    replay._failed(0, asked=7)  # a call to the old process failed: it died
+    assert replay.take_restarts() == [0] and replay.total_received() == 100
+    assert replay._note(0, dict(incarnation=8, **state))  # the new process (first seen)
+    assert not replay._note(0, dict(incarnation=7, **state))  # a late reply of the old one
+    assert replay._note(0, dict(incarnation=8, **state))
+    replay._failed(0, asked=7)  # a late failure of a call to the old one
+    assert replay.take_restarts() == [] and replay.incarnations == [8]
+    # a new process seen before any failure: one restart, its predecessor's steps kept
+    replay.received = [40]
+    assert not replay._note(0, dict(incarnation=9, **state))
+    assert replay.take_restarts() == [0] and replay.total_received() == 140
+    assert not replay._note(0, dict(incarnation=8, **state))
+    assert replay.take_restarts() == [] and replay.incarnations == [9]
+
+
 def replay_pids(timeout=120):
     """{shard: pid} of the running run's replay shards, from Ray's actor table (asking a
     shard would wait behind the calls queued at it, on a busy machine for tens of seconds;

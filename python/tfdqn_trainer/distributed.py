@@ -653,6 +653,9 @@ class ShardedReplay:
         self.totals = np.zeros(self.k)
         self.mins = np.full(self.k, np.inf)
         self.incarnations: List[Optional[int]] = [None] * self.k
+        # Incarnations replaced by a newer process: replies of theirs still in flight (a call
+        # answered before the death, collected after the new process answered) are stale.
+        self.retired: List[set] = [set() for _ in range(self.k)]
         self.received = [0] * self.k  # per shard, as last reported by its process
         self.lost_received = [0] * self.k  # counted by earlier processes of the shard
         self.updates = 0  # learner updates whose priorities were sent (to every shard)
@@ -660,11 +663,15 @@ class ShardedReplay:
 
     # -- what the shards report --------------------------------------------------------------
     def _note(self, k: int, reply: dict) -> bool:
-        """A shard's reply (incarnation, total, min); False if it came from a new process."""
-        same = self.incarnations[k] in (None, reply["incarnation"])
+        """A shard's reply (incarnation, total, min); False if it is stale (from a process
+        already replaced) or the first from a new process."""
+        incarnation = reply["incarnation"]
+        if incarnation in self.retired[k]:
+            return False
+        same = self.incarnations[k] in (None, incarnation)
         if not same:
             self._lost(k)
-        self.incarnations[k] = reply["incarnation"]
+        self.incarnations[k] = incarnation
         self.totals[k], self.mins[k] = reply["total"], reply["min"]
         return same
 
@@ -678,6 +685,7 @@ class ShardedReplay:
         """Shard k's process died (a failed call) or was replaced (a new incarnation)."""
         if self.incarnations[k] is not None:
             self.restarted.append(k)
+            self.retired[k].add(self.incarnations[k])
             self.lost_received[k] += self.received[k]
         self.incarnations[k], self.received[k] = None, 0
         self.totals[k], self.mins[k] = 0.0, np.inf
@@ -700,10 +708,12 @@ class ShardedReplay:
             except ray.exceptions.RayActorError:
                 self._failed(k, asked[k])
                 continue
+            games += reply["games"]  # finished games count whichever process saw them
+            if reply["incarnation"] in self.retired[k]:
+                continue  # a replaced process's counts
             self._note(k, reply)
             self.received[k] = reply["received"]
             size, valid = size + reply["size"], valid + reply["valid"]
-            games += reply["games"]
         return dict(received=self.total_received(), size=size, valid=valid, games=games)
 
     def total_received(self) -> int:
