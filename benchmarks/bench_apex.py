@@ -22,7 +22,7 @@ duration. Both trainers learn the same way per update: prioritized replay (alpha
 
 train.py's epsilon reaches its final value 1,000 steps after learning starts, so most of its
 actions need the network, as most of an Ape-X actor's do (epsilon 0.4 for one actor, 0.4 and
-0.0064 for two). Everything shares this machine's cores: actors, the replay server and the
+0.00066 for two). Everything shares this machine's cores: actors, the replay server and the
 learner compete for them, so these rates say how the parts share 2 cores, not how they
 scale; docs/SCALING.md projects past this machine from the per-part figures.
 """
