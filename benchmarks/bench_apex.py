@@ -101,7 +101,7 @@ def main():
                    help="transitions measured per run (default: 12,000 Pong, 40,000 MinAtar)")
     p.add_argument("--sample-batches", nargs="+", type=int, default=[1, 4],
                    help="apex.py's --sample-batches values to run (1: a call per update, "
-                        "as before sample_many; default: 1 4)")
+                        "as before several per call; default: 1 4)")
     p.add_argument("--limits", nargs="+", default=["0"],
                    help="apex.py's --max-steps-per-update values to run (default: 0, no "
                         "limit, the actors as fast as they can)")

@@ -122,7 +122,7 @@ def main(argv=None):
                    help="replay shards to measure (default: 1 2)")
     p.add_argument("--sample-batches", type=int, nargs="+", default=[1, 4],
                    help="minibatches per request to measure (default: 1 4; 1 is the learner "
-                        "before sample_many)")
+                        "before several per call)")
     args = p.parse_args(argv)
     shape = tuple(args.frame_shape)
     if max(args.shards) > args.senders:
