@@ -17,20 +17,11 @@ pytest.importorskip("gymnasium", reason="the trainer needs gymnasium (pip instal
 from tfdqn_trainer import checkpoint  # noqa: E402
 from tfdqn_trainer import distributed  # noqa: E402
 from tfdqn_trainer.commands import apex  # noqa: E402
-from apex_helpers import TEST_RUNTIME_ENV  # noqa: E402
-from test_apex import CARTPOLE, read_metrics, run_in_thread  # noqa: E402
+from test_apex import CARTPOLE, local_ray, read_metrics, run_in_thread  # noqa: E402,F401
 
 pytestmark = pytest.mark.slow
 
 ALPHA = 0.6
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=256 << 20, runtime_env=TEST_RUNTIME_ENV)
-    yield
-    ray.shutdown()
 
 
 def filled_shards(lengths, rng):

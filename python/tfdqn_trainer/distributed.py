@@ -608,19 +608,11 @@ class Cluster:
                 ray.kill(handle)
 
 
-class LearnerBatch(NamedTuple):
-    """A minibatch as the learner uses it: SampledBatch's fields, `index` the ids of the
-    sharded replay (shard id * K + shard), `weight` as one memory of all shards gives it, and
-    the incarnation of each shard it was drawn from (the priorities go back with them)."""
-    s: np.ndarray
-    a: np.ndarray
-    r: np.ndarray
-    s2: np.ndarray
-    term: np.ndarray
-    discount: np.ndarray
-    index: np.ndarray
-    weight: np.ndarray
-    incarnations: Tuple
+# A minibatch as the learner uses it: SampledBatch's fields, `index` the ids of the sharded
+# replay (shard id * K + shard), `weight` as one memory of all shards gives it, and the
+# incarnation of each shard it was drawn from (the priorities go back with them).
+LearnerBatch = NamedTuple("LearnerBatch", [(name, np.ndarray) for name in SampledBatch._fields]
+                          + [("incarnations", Tuple)])
 
 
 class ShardedReplay:
