@@ -37,3 +37,15 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def source_tree():
     return _SOURCE_TREE
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A 2-CPU Ray for one test module (the Ape-X tests), its workers importing this
+    checkout's python/ (apex_helpers.TEST_RUNTIME_ENV); shut down after the module."""
+    ray = pytest.importorskip("ray", reason="Ape-X needs ray (pip install '.[distributed]')")
+    from apex_helpers import TEST_RUNTIME_ENV
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=256 << 20, runtime_env=TEST_RUNTIME_ENV)
+    yield
+    ray.shutdown()

@@ -22,17 +22,9 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 from tfdqn_trainer.commands import apex  # noqa: E402
 from tfdqn_trainer import distributed  # noqa: E402
 from tfdqn_trainer import checkpoint  # noqa: E402
-from apex_helpers import TEST_RUNTIME_ENV, actor_places  # noqa: E402
+from apex_helpers import actor_places  # noqa: E402
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=256 << 20, runtime_env=TEST_RUNTIME_ENV)
-    yield
-    ray.shutdown()
 
 
 def read_metrics(run_dir, kind):

@@ -17,7 +17,7 @@ pytest.importorskip("gymnasium", reason="the trainer needs gymnasium (pip instal
 from tfdqn_trainer import checkpoint  # noqa: E402
 from tfdqn_trainer import distributed  # noqa: E402
 from tfdqn_trainer.commands import apex  # noqa: E402
-from test_apex import CARTPOLE, local_ray, read_metrics, run_in_thread  # noqa: E402,F401
+from test_apex import CARTPOLE, read_metrics, run_in_thread  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
