@@ -230,11 +230,15 @@ def test_a_killed_actor_is_replaced_and_the_run_completes(local_ray, tmp_path):
 
 def test_resume_continues_the_counters(local_ray, tmp_path):
     run_dir = str(tmp_path / "resumed")
-    assert apex.main(CARTPOLE + ["--steps", "4000", "--save-freq", "2000",
-                                 "--run-dir", run_dir]) == 0
+    assert apex.main(CARTPOLE + ["--steps", "4000", "--save-freq", "2000", "--eval-freq",
+                                 "4000", "--eval-steps", "500", "--run-dir", run_dir]) == 0
     first = checkpoint.latest(run_dir)
     assert apex.main(["--resume", run_dir, "--steps", "8000", "--actors", "2"]) == 0
     train = read_metrics(run_dir, "train")
     steps = [t["step"] for t in train]
     assert steps == sorted(steps) and steps[-1] >= 8000
     assert checkpoint.latest(run_dir) != first
+    # the evaluation started at each leg's step budget is waited for, not dropped
+    evals = read_metrics(run_dir, "eval")
+    assert [e["weights_step"] >= budget for e, budget in zip(evals, (4000, 8000))] == [True] * 2
+    assert len(evals) == 2

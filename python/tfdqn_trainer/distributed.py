@@ -864,21 +864,28 @@ class RemoteEvaluations:
 
     def __init__(self, cfg, cluster: Cluster, played):
         self.cfg, self.cluster, self.played = cfg, cluster, played  # played: a Keras model
-        self.pending = None  # (result reference, the weights it plays)
+        self.pending = None  # (result reference, the weights it plays, the step they are from)
 
     def start(self, state, weights) -> None:
         if self.cluster.evaluator is None or self.pending is not None:
             return
         self.pending = (self.cluster.evaluator.evaluate.remote([ray.put(weights)],
-                                                               state.eval_index), weights)
+                                                               state.eval_index),
+                        weights, state.step)
 
-    def collect(self, state, log, run_started: float) -> None:
-        """A finished evaluation into the state and the log (and the best network)."""
+    def collect(self, state, log, run_started: float, wait: bool = False) -> None:
+        """A finished evaluation into the state and the log (and the best network); with
+        `wait`, the one under way is waited for (the run's last, started at its step budget).
+        The record's step is the run's step when it finished (the learner went on meanwhile);
+        `weights_step` is the step of the network it played."""
         from tfdqn_trainer.trainer import record_evaluation
-        if self.pending is None or not ray.wait([self.pending[0]], timeout=0)[0]:
+        if self.pending is None or not ray.wait([self.pending[0]],
+                                                timeout=None if wait else 0)[0]:
             return
-        record = ray.get(self.pending[0])
-        self.played.set_weights(self.pending[1])
+        ref, weights, weights_step = self.pending
+        record = ray.get(ref)
+        self.played.set_weights(weights)
         self.pending = None
         record_evaluation(self.cfg, state, self.played, record["eval_mean_score"], log,
-                          dict(record, run_seconds=time.time() - run_started))
+                          dict(record, weights_step=weights_step,
+                               run_seconds=time.time() - run_started))

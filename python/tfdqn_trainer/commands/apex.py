@@ -251,8 +251,8 @@ def main(argv=None) -> int:
         if crossed(before, state.step, cfg.eval_freq) and state.step > cfg.learn_start:
             evaluations.start(state, agent.online.get_weights())
         state.train_seconds = time.time() - started
-        if crossed(before, state.step, cfg.save_freq):
-            save()
+        if crossed(before, state.step, cfg.save_freq) and state.step < cfg.steps:
+            save()  # (at the budget: saved below, after the last evaluation)
             saved_at = state.step
         if crossed(before, state.step, cfg.prog_freq):
             report(log, state, updates_per_s(state.updates), stats["size"], restarts)
@@ -261,8 +261,11 @@ def main(argv=None) -> int:
                         f"{cfg.stop_score}: stopping")
             break
 
-    # ---- stop every actor, save, leave no process behind ----------------------------------------
+    # ---- stop every actor, finish the last evaluation, save, leave no process behind ------------
     cluster.stop_actors()
+    if evaluations.pending is not None and not stop and failure is None:
+        log.message("waiting for the last evaluation (started at the step budget)")
+        evaluations.collect(state, log, started, wait=True)
     state.train_seconds = time.time() - started
     if saved_at != state.step:
         save()
