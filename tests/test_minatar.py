@@ -385,6 +385,21 @@ def test_run_counts_frames_resumes_and_plots(tmp_path):
     row = result.stdout.strip().splitlines()[-1]
     assert row.startswith("| Breakout | 1 | ")
     assert f"| {by_step[last]:.2f} | {by_step[last]:.2f} |" in row  # no game ended in between
+    # against the learner's updates: from the run and from its curve file alike; a curve
+    # file without the updates column is refused
+    final_updates = read_records(run_dir, "train")[-1]["updates"]
+    for source in (run_dir, str(tmp_path / "csv" / "Breakout-s1.csv")):
+        result = run(PLOT, [source, "--x", "updates", "--out", out, "--table",
+                            str(final_updates)], cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert f"at {final_updates:,} learner updates" in result.stdout
+        row = result.stdout.strip().splitlines()[-1]
+        assert f"| {by_step[last]:.2f} |" in row  # the value at the run's last step
+    no_updates = tmp_path / "plain" / "Breakout-s1.csv"
+    no_updates.parent.mkdir()
+    no_updates.write_text("frames,mean_return_100\n500,1.0\n1000,2.0\n")
+    result = run(PLOT, [str(no_updates), "--x", "updates", "--out", out], cwd=tmp_path)
+    assert result.returncode == 2 and "no learner updates" in result.stderr
     # the plot reads its own curve files back, with a reference file
     reference = tmp_path / "ref.json"
     reference.write_text(json.dumps({"label": "paper", "games": {"Breakout": [[2000, 1.0]]}}))

@@ -31,6 +31,11 @@ between progress records: Ape-X's are not a fixed multiple of its steps), one ro
 value at a row's step is the mean of the last 100 games finished at or before it. With
 --statistic iteration: `agent_steps,iteration_mean_return`, one row per iteration.
 
+--x updates draws (and tabulates) the curves against the learner's updates instead of frames
+or agent steps: each game's step mapped through the updates the run logged (a run directory
+of train.py or apex.py, or a curve file with a learner_updates column); an input without
+them is refused.
+
 Exit codes: 0 done; 2 bad input (a path that is neither a run nor a curve file, no games).
 """
 
@@ -182,6 +187,8 @@ def read_csv(path: str) -> Curve:
     means = np.array([float(r[column]) for r in rows])
     evals = [(int(r[x_name]), float(r["eval_mean_score"])) for r in rows
              if r.get("eval_mean_score")]
+    updates = ((steps, np.array([int(r["learner_updates"]) for r in rows], np.int64))
+               if "learner_updates" in rows[0] else None)
     game = match["game"]
     env = f"MinAtar/{game}-v0" if x_name == "frames" else f"ALE/{game}-v5"
     preset = "minatar" if x_name == "frames" else "atari"
@@ -191,7 +198,28 @@ def read_csv(path: str) -> Curve:
     return Curve(game, env, int(match["seed"]), x_name, steps, means, evals,
                  settings=f"preset {preset}", end=int(steps[-1]), sampled=True,
                  variant=os.path.basename(os.path.dirname(os.path.abspath(path))),
-                 statistic=statistic)
+                 statistic=statistic, updates=updates)
+
+
+def against_updates(curve: Curve, path: str) -> Curve:
+    """The curve with the learner's updates as its x (see --x updates): every step (games,
+    evaluations, the end) mapped through the run's (step, updates) records, linearly
+    between them."""
+    if curve.updates is None:
+        raise PlotError(f"{path!r} has no learner updates (a run directory whose metrics log "
+                        "them, or a curve file with a learner_updates column), so --x updates "
+                        "cannot place it")
+    if curve.statistic == "iteration":
+        raise PlotError("--x updates draws the last-100-games statistic, not --statistic "
+                        "iteration")
+
+    def mapped(steps) -> np.ndarray:
+        return np.interp(steps, *curve.updates).round().astype(np.int64)
+
+    return dataclasses.replace(
+        curve, x_name="learner_updates", steps=mapped(curve.steps),
+        evals=[(int(mapped(x)), v) for x, v in curve.evals], end=int(mapped(curve.end)),
+        updates=None)
 
 
 def read_input(path: str) -> Curve:
@@ -333,8 +361,7 @@ def plot(curves: List[Curve], out: str, references: List[dict], title: Optional[
         else:
             ax.set_title(f"{game} ({env}, {runs[0].settings}, {len(runs)} "
                          f"seed{'s' if len(runs) > 1 else ''})", fontsize=9)
-        ax.set_xlabel("environment frames (millions)" if x_name == "frames"
-                      else "agent steps (millions; 1 step = 4 frames)")
+        ax.set_xlabel(X_LABELS[x_name])
         ax.set_ylabel(Y_LABELS[runs[0].statistic])
         ax.grid(alpha=0.3)
         # "best": where it hides the fewest points (curves of very different heights can
@@ -351,6 +378,9 @@ def plot(curves: List[Curve], out: str, references: List[dict], title: Optional[
     os.replace(tmp, out)
 
 
+X_LABELS = {"frames": "environment frames (millions)",
+            "agent_steps": "agent steps (millions; 1 step = 4 frames)",
+            "learner_updates": "learner updates (millions)"}
 Y_LABELS = {"last100": "mean return, last 100 training games",
             "iteration": "mean return of each iteration's training games"}
 
@@ -423,6 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iteration-steps", type=int, default=250_000,
                         help="agent steps per iteration of --statistic iteration (default: "
                         "250000, Dopamine's)")
+    parser.add_argument("--x", choices=("steps", "updates"), default="steps",
+                        help="steps: against environment frames (MinAtar) or agent steps "
+                        "(default); updates: against the learner's updates (inputs that "
+                        "logged them)")
     return parser
 
 
@@ -446,6 +480,11 @@ def main(argv=None) -> int:
         if args.statistic == "iteration":
             curves = [c if c.statistic == "iteration"
                       else iteration_curve(c, args.iteration_steps) for c in curves]
+        if args.x == "updates":
+            if args.csv_dir:
+                raise PlotError("--csv-dir writes curves against steps (with a "
+                                "learner_updates column); leave out --x updates")
+            curves = [against_updates(c, path) for c, path in zip(curves, args.inputs)]
         for path, curve in zip(args.inputs, curves):
             if curve.statistic != args.statistic:
                 raise PlotError(f"{path!r} holds --statistic {curve.statistic}, not "
