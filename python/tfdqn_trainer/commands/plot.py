@@ -209,9 +209,6 @@ def against_updates(curve: Curve, path: str) -> Curve:
         raise PlotError(f"{path!r} has no learner updates (a run directory whose metrics log "
                         "them, or a curve file with a learner_updates column), so --x updates "
                         "cannot place it")
-    if curve.statistic == "iteration":
-        raise PlotError("--x updates draws the last-100-games statistic, not --statistic "
-                        "iteration")
 
     def mapped(steps) -> np.ndarray:
         return np.interp(steps, *curve.updates).round().astype(np.int64)
@@ -476,14 +473,17 @@ def main(argv=None) -> int:
         if args.iteration_steps < 1:
             raise PlotError(f"--iteration-steps must be a positive integer, got "
                             f"{args.iteration_steps}")
+        if args.x == "updates" and args.csv_dir:
+            raise PlotError("--csv-dir writes curves against steps (with a learner_updates "
+                            "column); leave out --x updates")
+        if args.x == "updates" and args.statistic == "iteration":
+            raise PlotError("--x updates draws the last-100-games statistic, not "
+                            "--statistic iteration")
         curves = [read_input(path) for path in args.inputs]
         if args.statistic == "iteration":
             curves = [c if c.statistic == "iteration"
                       else iteration_curve(c, args.iteration_steps) for c in curves]
         if args.x == "updates":
-            if args.csv_dir:
-                raise PlotError("--csv-dir writes curves against steps (with a "
-                                "learner_updates column); leave out --x updates")
             curves = [against_updates(c, path) for c, path in zip(curves, args.inputs)]
         for path, curve in zip(args.inputs, curves):
             if curve.statistic != args.statistic:
